@@ -1,0 +1,97 @@
+"""The output grid of a region: a UTM CRS, 10 m pixels, an affine transform and a shape."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from affine import Affine
+from pyproj import CRS, Transformer
+from rasterio.windows import Window
+from shapely import ops
+from shapely.geometry.base import BaseGeometry
+
+RESOLUTION_M = 10.0
+"""AlphaEarth embeddings are 10 m pixels."""
+
+BLOCK_SIZE = 512
+"""Side of the internal tiles of the COGs we write, and of the blocks we compute locally."""
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A north-up grid: ``crs`` like "EPSG:32633", ``transform`` (negative y pixel size), shape."""
+
+    crs: str
+    transform: Affine
+    width: int
+    height: int
+
+    @property
+    def epsg(self) -> int:
+        return int(self.crs.split(":")[1])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(west, south, east, north) in the grid's CRS."""
+        west, north = self.transform.c, self.transform.f
+        return (west, north + self.transform.e * self.height, west + self.transform.a * self.width, north)
+
+    @property
+    def pixel_area_m2(self) -> float:
+        return abs(self.transform.a * self.transform.e)
+
+    def windows(self, size: int = BLOCK_SIZE) -> Iterator[Window]:
+        """Row-major blocks of at most ``size`` × ``size`` pixels covering the grid."""
+        for row in range(0, self.height, size):
+            for col in range(0, self.width, size):
+                yield Window(col, row, min(size, self.width - col), min(size, self.height - row))
+
+    def window_transform(self, window: Window) -> Affine:
+        return self.transform * Affine.translation(window.col_off, window.row_off)
+
+    def window_bounds(self, window: Window) -> tuple[float, float, float, float]:
+        t = self.window_transform(window)
+        return (t.c, t.f + t.e * window.height, t.c + t.a * window.width, t.f)
+
+
+def utm_crs_for(lon: float, lat: float) -> str:
+    """The WGS84 UTM zone CRS ("EPSG:326zz" north, "EPSG:327zz" south) containing a point."""
+    zone = min(int((lon + 180.0) // 6.0) + 1, 60)
+    return f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
+
+
+def to_crs(geom: BaseGeometry, src: str, dst: str) -> BaseGeometry:
+    """Reproject a shapely geometry (always_xy: lon/lat order for geographic CRSs)."""
+    if CRS.from_user_input(src) == CRS.from_user_input(dst):
+        return geom
+    transformer = Transformer.from_crs(src, dst, always_xy=True)
+    return ops.transform(transformer.transform, geom)
+
+
+def grid_for(
+    geom_wgs84: BaseGeometry,
+    origin: tuple[float, float] = (0.0, 0.0),
+    resolution: float = RESOLUTION_M,
+) -> Grid:
+    """The grid covering a WGS84 geometry in the UTM zone of its centroid.
+
+    Pixel edges fall on ``origin + k * resolution`` so pixels coincide with the source tiles of that zone.
+    """
+    c = geom_wgs84.centroid
+    crs = utm_crs_for(c.x, c.y)
+    # Densify before projecting so curved edges of the projected shape stay inside the bounds.
+    west, south, east, north = to_crs(geom_wgs84.segmentize(0.01), "EPSG:4326", crs).bounds
+    ox, oy = origin
+    x0 = ox + math.floor((west - ox) / resolution) * resolution
+    x1 = ox + math.ceil((east - ox) / resolution) * resolution
+    y0 = oy + math.floor((south - oy) / resolution) * resolution
+    y1 = oy + math.ceil((north - oy) / resolution) * resolution
+    width = max(1, round((x1 - x0) / resolution))
+    height = max(1, round((y1 - y0) / resolution))
+    return Grid(crs, Affine(resolution, 0.0, x0, 0.0, -resolution, y1), width, height)

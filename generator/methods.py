@@ -1,0 +1,57 @@
+"""Change methods over unit-length embeddings: pure numpy functions of the per-pixel dot product."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Method:
+    """A change measure. ``from_dot`` maps a·b (the cosine of unit vectors) to change values."""
+
+    name: str
+    title: str
+    expression: str  # human-readable formula, recorded as processing:expression
+    value_range: tuple[float, float]
+    from_dot: Callable[[np.ndarray], np.ndarray]
+
+
+def _cosine(dot: np.ndarray) -> np.ndarray:
+    return np.clip(1.0 - dot, 0.0, 2.0).astype(np.float32, copy=False)
+
+
+def _angle(dot: np.ndarray) -> np.ndarray:
+    return (np.arccos(np.clip(dot, -1.0, 1.0)) / np.pi).astype(np.float32, copy=False)
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("cosine", "Cosine distance", "1 - sum(a_i * b_i, i=0..63)", (0.0, 2.0), _cosine),
+        Method("angle", "Angular distance", "arccos(sum(a_i * b_i, i=0..63)) / pi", (0.0, 1.0), _angle),
+    )
+}
+DEFAULT_METHOD = "cosine"
+
+
+def dequantize_lut() -> np.ndarray:
+    """AEF int8 → float32: ``(v / 127.5) ** 2 * sign(v)``, as a 256-entry table indexed by ``v & 0xFF``."""
+    v = np.arange(256, dtype=np.int16)
+    v = np.where(v > 127, v - 256, v).astype(np.float32)
+    return ((v / 127.5) ** 2 * np.sign(v)).astype(np.float32)
+
+
+def unit_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-pixel cosine of two (bands, rows, cols) float stacks, renormalizing both to unit length.
+
+    Pixels where either vector has zero length come out NaN.
+    """
+    dot = np.einsum("bij,bij->ij", a, b, dtype=np.float32)
+    norms = np.sqrt(np.einsum("bij,bij->ij", a, a, dtype=np.float32) * np.einsum("bij,bij->ij", b, b, dtype=np.float32))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = dot / norms
+    out[norms == 0] = np.nan
+    return out

@@ -1,0 +1,61 @@
+"""What one job produces: plain data handed from the generator to the catalog."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from generator.plan import Job
+from generator.sources.base import SourceInfo
+
+THRESHOLDS = (0.1, 0.2, 0.3, 0.5)
+"""Change values above which a pixel counts as changed, for the changed-area figures."""
+
+PERCENTILES = (50, 90, 95, 99)
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Equal-width buckets over [minimum, maximum] (the method's value range)."""
+
+    minimum: float
+    maximum: float
+    buckets: list[int]
+
+
+@dataclass(frozen=True)
+class ChangedArea:
+    threshold: float
+    area_km2: float
+    fraction: float  # of the valid area
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Full-resolution statistics of a change raster (valid pixels only)."""
+
+    minimum: float
+    maximum: float
+    mean: float
+    stddev: float
+    count: int  # valid pixels
+    valid_percent: float  # valid pixels / all pixels of the raster × 100
+    histogram: Histogram
+    percentiles: dict[str, float]  # {"p50": ..., "p90": ..., "p95": ..., "p99": ...}
+    changed_area: list[ChangedArea]
+
+
+@dataclass(frozen=True)
+class Product:
+    """A finished, validated product on disk."""
+
+    job: Job
+    source: SourceInfo
+    cog_path: Path
+    thumbnail_path: Path
+    stats: Stats
+    expression: str  # the method's formula as computed
+    software_version: str
+    created: datetime  # timezone-aware UTC
+    fingerprint: str  # Job.fingerprint(...), recorded so re-runs can skip finished work

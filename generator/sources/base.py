@@ -1,0 +1,62 @@
+"""The interface every embedding source implements. A source knows nothing of STAC."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+from rasterio.windows import Window
+from shapely.geometry.base import BaseGeometry
+
+from generator.grid import Grid
+
+AEF_DATASET = "GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL"
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """Provenance of a source, safe to publish: no credentials, no signed query strings."""
+
+    kind: str  # "aef" | "earthengine"
+    dataset: str  # e.g. AEF_DATASET
+    location: str  # root URL/folder of the mirror, or the Earth Engine collection id
+    derived_from: list[str] = field(default_factory=list)  # hrefs of the inputs (dataset page, index...)
+
+
+Block = tuple[Window, np.ndarray]
+"""A window of the output grid and its float32 change values (NaN where either year has no data)."""
+
+
+class Source(ABC):
+    """Computes change on an output grid, block by block, streaming."""
+
+    @property
+    @abstractmethod
+    def info(self) -> SourceInfo: ...
+
+    @abstractmethod
+    def years(self) -> list[int]:
+        """Years the source holds, ascending, read from the source itself."""
+
+    def grid_origin(self, crs: str) -> tuple[float, float]:
+        """A point on the pixel-edge lattice of the source's tiles in ``crs`` (default: multiples of 10 m)."""
+        return (0.0, 0.0)
+
+    @abstractmethod
+    def has_data(self, geometry_wgs84: BaseGeometry, year: int) -> bool:
+        """Whether any source tile/image of ``year`` intersects the geometry."""
+
+    @abstractmethod
+    def windows(self, grid: Grid) -> list[Window]:
+        """The blocks this source computes the grid in (its natural tile size)."""
+
+    @abstractmethod
+    def compute(
+        self, grid: Grid, from_year: int, to_year: int, method: str, windows: list[Window]
+    ) -> Iterator[Block]:
+        """Yield the change of each window (any order, possibly computed in parallel)."""
+
+    def close(self) -> None:
+        """Release open files/sessions."""
