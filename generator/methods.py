@@ -50,7 +50,8 @@ def unit_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     Pixels where either vector has zero length come out NaN.
     """
     dot = np.einsum("bij,bij->ij", a, b, dtype=np.float32)
-    norms = np.sqrt(np.einsum("bij,bij->ij", a, a, dtype=np.float32) * np.einsum("bij,bij->ij", b, b, dtype=np.float32))
+    norm_a = np.einsum("bij,bij->ij", a, a, dtype=np.float32)
+    norms = np.sqrt(norm_a * np.einsum("bij,bij->ij", b, b, dtype=np.float32))
     with np.errstate(invalid="ignore", divide="ignore"):
         out = dot / norms
     out[norms == 0] = np.nan

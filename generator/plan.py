@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 
-from generator.grid import Grid
+from generator.errors import YearNotAvailableError
+from generator.grid import Grid, grid_for
 
 
 @dataclass(frozen=True)
 class Region:
-    """A validated region: ``id`` matches ``REGION_ID_PATTERN``; ``geometry`` is a valid WGS84 (Multi)Polygon."""
+    """A validated region: ``id`` is safe in paths and ids; ``geometry`` a valid WGS84 (Multi)Polygon."""
 
     id: str
     title: str
@@ -46,3 +48,29 @@ class Job:
             "software": software_version,
         }
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def check_years(wanted: set[int], available: list[int], source_name: str) -> None:
+    """Raise ``YearNotAvailableError`` naming the missing years and listing those the source holds."""
+    missing = sorted(wanted - set(available))
+    if missing:
+        raise YearNotAvailableError(
+            f"{source_name} has no data for year(s) {', '.join(map(str, missing))}; "
+            f"available years: {', '.join(map(str, available)) or 'none'}"
+        )
+
+
+def make_jobs(
+    regions: tuple[Region, ...],
+    pairs: list[tuple[int, int]],
+    methods: tuple[str, ...],
+    grid_origin: Callable[[str], tuple[float, float]],
+) -> list[Job]:
+    """Every region × pair × method, each region on its own grid (``grid_origin`` from the source)."""
+    jobs = []
+    for region in regions:
+        crs = grid_for(region.geometry).crs
+        grid = grid_for(region.geometry, origin=grid_origin(crs))
+        for a, b in pairs:
+            jobs.extend(Job(region, a, b, method, grid) for method in methods)
+    return jobs

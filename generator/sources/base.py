@@ -58,5 +58,5 @@ class Source(ABC):
     ) -> Iterator[Block]:
         """Yield the change of each window (any order, possibly computed in parallel)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most sources hold nothing open
         """Release open files/sessions."""
