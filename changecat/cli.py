@@ -1,0 +1,170 @@
+"""The ``changecat`` command line: run, demo, validate, info. A thin layer over the pipeline and catalog."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from changecat import __version__
+from changecat.pipeline import JobOutcome, run
+from generator.config import load_config
+from generator.errors import ChangecatError
+from generator.plan import Job
+
+console = Console(stderr=True)
+out = Console()
+
+
+class ProgressReporter:
+    """Two bars: jobs done of all jobs, and blocks done within the current job."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.jobs = progress.add_task("jobs", total=None)
+        self.blocks = progress.add_task("blocks", total=None, visible=False)
+
+    def run_started(self, jobs: list[Job]) -> None:
+        self.progress.update(self.jobs, total=len(jobs), description="jobs")
+
+    def job_started(self, job: Job, blocks: int) -> None:
+        self.progress.reset(self.blocks, total=blocks, description=f"  {job.item_id}", visible=True)
+
+    def block_done(self, job: Job) -> None:
+        self.progress.advance(self.blocks)
+
+    def job_finished(self, outcome: JobOutcome) -> None:
+        self.progress.advance(self.jobs)
+        self.progress.update(self.blocks, visible=False)
+        mark = {"done": "[green]done", "skipped": "[dim]skipped (up to date)", "failed": "[red]FAILED"}
+        self.progress.console.print(f"{mark[outcome.status]}[/] {outcome.job.item_id}")
+        if outcome.error:
+            self.progress.console.print(f"  {outcome.error}", style="red", markup=False)
+
+
+def _run_config(config_path: Path, force: bool) -> None:
+    config = load_config(config_path)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        outcomes = run(config, ProgressReporter(progress), force=force)
+    _print_summary(config.catalog.output)
+    failed = [o for o in outcomes if o.status == "failed"]
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+    console.print(
+        f"{counts['done']} made, {counts['skipped']} up to date, {counts['failed']} failed; "
+        f"catalog: {config.catalog.output / 'catalog.json'}"
+    )
+    if failed:
+        for o in failed:
+            console.print(f"failed {o.job.item_id}: {o.error}", style="red", markup=False)
+        sys.exit(1)
+
+
+def _print_summary(catalog_dir: Path) -> None:
+    from catalog.summary import summarize
+
+    if not (catalog_dir / "catalog.json").is_file():
+        console.print(f"no catalog at {catalog_dir}")
+        return
+    rows = summarize(catalog_dir)
+    table = Table(title=f"{catalog_dir}")
+    for name in ("item", "region", "years", "method", "mean change", "changed area > 0.2"):
+        table.add_column(name, justify="right" if name.startswith(("mean", "changed")) else "left")
+    for r in rows:
+        table.add_row(
+            r["item_id"],
+            r["region"],
+            f"{r['from_year']}→{r['to_year']}",
+            r["method"],
+            f"{r['mean']:.4f}",
+            f"{r['changed_km2']:.3f} km² ({r['changed_fraction']:.1%})",
+        )
+    out.print(table)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="changecat")
+def cli() -> None:
+    """Change maps from satellite embeddings (AlphaEarth Foundations), as COGs in a static STAC catalog.
+
+    change = 1 − a·b of the two years' unit-length embedding vectors, per 10 m pixel.
+    """
+
+
+@cli.command("run")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Recompute products even when they are up to date.")
+def run_cmd(config: Path, force: bool) -> None:
+    """Make every product CONFIG asks for and update its catalog.
+
+    CONFIG is a regions YAML file (catalog, source, pairs, methods, regions; see README). Products that
+    are already in the catalog with the same inputs are skipped. Exit 1 if any job failed.
+    """
+    _run_config(config, force)
+
+
+@cli.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("build"),
+    show_default=True,
+    help="Folder for the demo mirror (OUT/demo) and the catalog (OUT/catalog).",
+)
+@click.option("--force", is_flag=True, help="Recompute products even when they are up to date.")
+def demo(out: Path, force: bool) -> None:
+    """Build a small synthetic AEF mirror and run the whole pipeline on it, offline."""
+    from generator.demo import prepare_demo
+
+    console.print(f"preparing the demo mirror in {out / 'demo'} …")
+    _run_config(prepare_demo(out), force)
+
+
+@cli.command()
+@click.argument("catalog_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--schemas",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Folder of STAC extension schemas laid out as <extension>/<version>/schema.json; "
+    "without it they are fetched and cached (needs network).",
+)
+def validate(catalog_dir: Path, schemas: Path | None) -> None:
+    """Validate a catalog: STAC core, declared extensions, changecat's schema, COGs and checksums.
+
+    Prints one line per problem and exits 1 if there is any.
+    """
+    from catalog.validate import validate_catalog
+
+    problems = validate_catalog(catalog_dir, schemas)
+    for p in problems:
+        out.print(p, markup=False, highlight=False)
+    if problems:
+        console.print(f"[red]{len(problems)} problem(s)[/] in {catalog_dir}")
+        sys.exit(1)
+    console.print(f"[green]valid[/]: {catalog_dir}")
+
+
+@cli.command()
+@click.argument("catalog_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+def info(catalog_dir: Path) -> None:
+    """Print the summary table of what a catalog holds."""
+    _print_summary(catalog_dir)
+
+
+def main() -> None:
+    """Entry point: changecat errors become one clear message and exit code 2, never a traceback."""
+    try:
+        cli(standalone_mode=True)
+    except ChangecatError as exc:
+        console.print(f"error: {exc}", style="red", markup=False, highlight=False)
+        sys.exit(2)
