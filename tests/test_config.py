@@ -1,0 +1,252 @@
+"""The regions config: valid configs parse; each kind of bad input gets one clear ConfigError."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from generator.config import AefSourceConfig, EarthEngineSourceConfig, load_config
+from generator.errors import ConfigError, YearNotAvailableError
+from generator.plan import check_years
+
+SELF_INTERSECTING = {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}
+
+
+def base_config() -> dict[str, Any]:
+    return {
+        "catalog": {"id": "berlin-change", "title": "Berlin", "output": "out/catalog"},
+        "source": {"kind": "aef", "root": "data/aef"},
+        "pairs": [[2017, 2024]],
+        "methods": ["cosine"],
+        "regions": [
+            {"id": "berlin", "title": "Berlin", "bbox": [13.08, 52.33, 13.76, 52.68]},
+            {
+                "id": "grunewald",
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [[[13.20, 52.46], [13.27, 52.46], [13.27, 52.50], [13.20, 52.46]]],
+                },
+            },
+        ],
+    }
+
+
+def write(tmp_path: Path, data: Any) -> Path:
+    path = tmp_path / "regions.yaml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def error_of(tmp_path: Path, data: Any) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, data))
+    return str(info.value)
+
+
+def test_valid_config_parses_with_paths_relative_to_the_file(tmp_path: Path) -> None:
+    (tmp_path / "aoi").mkdir()
+    tegel = {
+        "type": "Polygon",
+        "coordinates": [[[13.26, 52.55], [13.30, 52.55], [13.30, 52.57], [13.26, 52.55]]],
+    }
+    (tmp_path / "aoi" / "tegel.geojson").write_text(json.dumps({"type": "Feature", "geometry": tegel}))
+    data = base_config()
+    data["regions"].append({"id": "tegel", "file": "aoi/tegel.geojson"})
+    cfg = load_config(write(tmp_path, data))
+    assert cfg.catalog.output == (tmp_path / "out" / "catalog").resolve()
+    assert cfg.source == AefSourceConfig(root=str((tmp_path / "data" / "aef").resolve()))
+    assert [r.id for r in cfg.regions] == ["berlin", "grunewald", "tegel"]
+    assert cfg.regions[0].geometry.bounds == (13.08, 52.33, 13.76, 52.68)
+    assert cfg.regions[2].geometry.bounds == (13.26, 52.55, 13.30, 52.57)
+    assert cfg.pairs.resolve([2017, 2024]) == [(2017, 2024)]
+    assert cfg.methods == ("cosine",)
+
+
+def test_methods_default_to_cosine_and_url_roots_are_kept(tmp_path: Path) -> None:
+    data = base_config()
+    del data["methods"]
+    data["source"]["root"] = "s3://bucket/aef"
+    cfg = load_config(write(tmp_path, data))
+    assert cfg.methods == ("cosine",)
+    assert cfg.source == AefSourceConfig(root="s3://bucket/aef")
+
+
+def test_pair_rules_resolve_against_available_years(tmp_path: Path) -> None:
+    data = base_config()
+    data["pairs"] = "consecutive"
+    assert load_config(write(tmp_path, data)).pairs.resolve([2017, 2018, 2020]) == [
+        (2017, 2018),
+        (2018, 2020),
+    ]
+    data["pairs"] = {"baseline": 2018}
+    cfg = load_config(write(tmp_path, data))
+    assert cfg.pairs.resolve([2017, 2018, 2020, 2021]) == [(2018, 2020), (2018, 2021)]
+    assert cfg.pairs.years() == {2018}
+
+
+def test_earthengine_source_defaults(tmp_path: Path) -> None:
+    data = base_config()
+    data["source"] = {"kind": "earthengine", "project": "my-gcp-project"}
+    src = load_config(write(tmp_path, data)).source
+    assert isinstance(src, EarthEngineSourceConfig)
+    assert src.collection == "GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL"
+    assert src.max_concurrency == 16
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_malformed_yaml(tmp_path: Path) -> None:
+    assert "malformed YAML" in error_of(tmp_path, "catalog: {id: x\nregions: [")
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ("top", "valid keys here: catalog, source, pairs, methods, regions"),
+        ("catalog", "valid keys here: id, title, description, output"),
+        ("region", "valid keys here: id, title, bbox, geometry, file"),
+    ],
+)
+def test_unknown_keys_list_the_valid_ones(tmp_path: Path, where: str, expected: str) -> None:
+    data = base_config()
+    {"top": data, "catalog": data["catalog"], "region": data["regions"][0]}[where]["colour"] = "red"
+    message = error_of(tmp_path, data)
+    assert "'colour' was unexpected" in message
+    assert expected in message
+
+
+@pytest.mark.parametrize("bad_id", ["Berlin", "-berlin", "ber lin", "../etc", "a" * 64, ""])
+def test_region_id_must_match_the_pattern(tmp_path: Path, bad_id: str) -> None:
+    data = base_config()
+    data["regions"][0]["id"] = bad_id
+    message = error_of(tmp_path, data)
+    assert "regions[0].id" in message
+    assert "is not a valid id: use 1-63 lowercase letters" in message
+
+
+def test_duplicate_region_ids(tmp_path: Path) -> None:
+    data = base_config()
+    data["regions"][1]["id"] = "berlin"
+    assert "duplicate region id 'berlin'" in error_of(tmp_path, data)
+
+
+def test_region_needs_exactly_one_geometry(tmp_path: Path) -> None:
+    data = base_config()
+    data["regions"][0]["file"] = "x.geojson"
+    assert "exactly one of 'bbox', 'geometry' or 'file'" in error_of(tmp_path, data)
+
+
+def test_self_intersecting_polygon(tmp_path: Path) -> None:
+    data = base_config()
+    data["regions"][1]["geometry"] = SELF_INTERSECTING
+    message = error_of(tmp_path, data)
+    assert "regions[1] (grunewald): geometry: invalid geometry (Self-intersection" in message
+    assert "make_valid" in message
+
+
+def test_empty_polygon(tmp_path: Path) -> None:
+    data = base_config()
+    data["regions"][1]["geometry"] = {"type": "Polygon", "coordinates": []}
+    assert "geometry: the geometry is empty" in error_of(tmp_path, data)
+
+
+def test_point_is_not_a_polygon(tmp_path: Path) -> None:
+    (tmp_path / "p.geojson").write_text(json.dumps({"type": "Point", "coordinates": [13.3, 52.5]}))
+    data = base_config()
+    data["regions"][1] = {"id": "point", "file": "p.geojson"}
+    assert "file p.geojson: must be a Polygon or MultiPolygon, found Point" in error_of(tmp_path, data)
+
+
+def test_feature_collection_with_a_line(tmp_path: Path) -> None:
+    line = {"type": "LineString", "coordinates": [[13.3, 52.5], [13.4, 52.5]]}
+    fc = {"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": line}]}
+    (tmp_path / "l.geojson").write_text(json.dumps(fc))
+    data = base_config()
+    data["regions"][1] = {"id": "line", "file": "l.geojson"}
+    assert "features must be Polygon or MultiPolygon, found LineString" in error_of(tmp_path, data)
+
+
+def test_missing_and_broken_geojson_files(tmp_path: Path) -> None:
+    (tmp_path / "broken.geojson").write_text("{not json")
+    data = base_config()
+    data["regions"] = [{"id": "a", "file": "missing.geojson"}, {"id": "b", "file": "broken.geojson"}]
+    message = error_of(tmp_path, data)
+    assert "regions[0] (a): file missing.geojson: cannot read it" in message
+    assert "regions[1] (b): file broken.geojson: not valid JSON" in message
+
+
+def test_bbox_with_min_above_max(tmp_path: Path) -> None:
+    data = base_config()
+    data["regions"][0]["bbox"] = [13.0, 52.7, 13.5, 52.3]
+    assert "must be [west, south, east, north] with south < north" in error_of(tmp_path, data)
+
+
+def test_bbox_out_of_range(tmp_path: Path) -> None:
+    data = base_config()
+    data["regions"][0]["bbox"] = [13.0, 52.0, 13.5, 95.0]
+    message = error_of(tmp_path, data)
+    assert "regions[0].bbox[3]" in message
+    assert "95.0 is greater than the maximum of 90" in message
+
+
+def test_bbox_across_the_antimeridian_asks_for_a_split(tmp_path: Path) -> None:
+    data = base_config()
+    data["regions"][0]["bbox"] = [179.5, -17.0, -179.5, -16.0]
+    assert "crosses the antimeridian, split it into two regions at 180°" in error_of(tmp_path, data)
+
+
+def test_polygon_across_the_antimeridian_asks_for_a_split(tmp_path: Path) -> None:
+    ring = [[179.5, -17.0], [-179.5, -17.0], [-179.5, -16.0], [179.5, -16.0], [179.5, -17.0]]
+    data = base_config()
+    data["regions"][1]["geometry"] = {"type": "Polygon", "coordinates": [ring]}
+    assert "crosses the antimeridian; split it into two regions at 180°" in error_of(tmp_path, data)
+
+
+@pytest.mark.parametrize("pair", [[2024, 2017], [2020, 2020]])
+def test_from_year_must_be_before_to_year(tmp_path: Path, pair: list[int]) -> None:
+    data = base_config()
+    data["pairs"] = [pair]
+    assert f"pairs[0]: {pair}: the first year must be before the second" in error_of(tmp_path, data)
+
+
+def test_bad_pairs_value(tmp_path: Path) -> None:
+    data = base_config()
+    data["pairs"] = "all"
+    assert "a list of [from, to] years, the word 'consecutive', or {baseline: YEAR}" in error_of(
+        tmp_path, data
+    )
+
+
+def test_unknown_method_lists_the_valid_ones(tmp_path: Path) -> None:
+    data = base_config()
+    data["methods"] = ["cosine", "euclid"]
+    assert "unknown method 'euclid'; valid methods: cosine, angle" in error_of(tmp_path, data)
+
+
+def test_earthengine_concurrency_limit(tmp_path: Path) -> None:
+    data = base_config()
+    data["source"] = {"kind": "earthengine", "project": "my-gcp-project", "max_concurrency": 100}
+    assert "max_concurrency (≤ 40)" in error_of(tmp_path, data)
+
+
+def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
+    data = base_config()
+    data["pairs"] = [[2024, 2017]]
+    data["methods"] = ["euclid"]
+    data["regions"][1]["geometry"] = SELF_INTERSECTING
+    assert "invalid config (3 problem(s))" in error_of(tmp_path, data)
+
+
+def test_year_the_source_lacks_lists_the_available_ones() -> None:
+    with pytest.raises(YearNotAvailableError) as info:
+        check_years({2016, 2017}, [2017, 2018, 2024], "mirror /data/aef")
+    assert str(info.value) == (
+        "mirror /data/aef has no data for year(s) 2016; available years: 2017, 2018, 2024"
+    )
