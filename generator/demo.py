@@ -22,9 +22,9 @@ DEMO_SPEC = MirrorSpec(
     years=(2017, 2020, 2024),
     tile_size=256,
     plants=(
-        Plant(box(12.02, 52.39, 12.04, 52.40), year=2020, cosine=0.5),  # construction
-        Plant(box(11.95, 52.375, 11.975, 52.39), year=2024, cosine=0.75),  # forest fire
-        Plant(box(11.99, 52.415, 12.01, 52.425), year=2024, cosine=0.25),  # airfield, across 12°E
+        Plant(box(12.02, 52.39, 12.04, 52.40), year=2020, change=0.5),  # construction
+        Plant(box(11.95, 52.375, 11.975, 52.39), year=2024, change=0.75),  # forest fire
+        Plant(box(11.99, 52.415, 12.01, 52.425), year=2024, change=0.25),  # airfield, across 12°E
     ),
     holes=(Hole(box(12.045, 52.42, 12.055, 52.428), year=2017),),
     texture=True,

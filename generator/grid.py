@@ -6,10 +6,11 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
+import shapely
 from affine import Affine
 from pyproj import CRS, Transformer
 from rasterio.windows import Window
-from shapely import ops
 from shapely.geometry.base import BaseGeometry
 
 RESOLUTION_M = 10.0
@@ -53,7 +54,7 @@ class Grid:
                 yield Window(col, row, min(size, self.width - col), min(size, self.height - row))
 
     def window_transform(self, window: Window) -> Affine:
-        return self.transform * Affine.translation(window.col_off, window.row_off)
+        return self.transform @ Affine.translation(window.col_off, window.row_off)
 
     def window_bounds(self, window: Window) -> tuple[float, float, float, float]:
         t = self.window_transform(window)
@@ -71,7 +72,7 @@ def to_crs(geom: BaseGeometry, src: str, dst: str) -> BaseGeometry:
     if CRS.from_user_input(src) == CRS.from_user_input(dst):
         return geom
     transformer = Transformer.from_crs(src, dst, always_xy=True)
-    return ops.transform(transformer.transform, geom)
+    return shapely.transform(geom, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
 
 
 def grid_for(

@@ -1,0 +1,344 @@
+"""Products in, pystac objects out: pure functions (the facts read from files come in as arguments).
+
+Conventions (STAC 1.1): an item spans 1 Jan of ``from_year`` to 31 Dec 23:59:59Z of ``to_year``; its
+``datetime`` is the end of that span, the moment the change is known at (so odc-stac's time axis and
+sorting by date show when a change was observed). Links and asset hrefs are relative (self-contained
+catalog); the standard layout is in ``catalog.layout``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pystac
+from pystac.utils import datetime_to_str, str_to_datetime
+from shapely.geometry import mapping
+
+from catalog import layout
+from catalog.datasets import dataset_info
+from catalog.extension import CHANGE_EXTENSION
+from catalog.files import FileFacts, RasterFacts
+from catalog.render import change_renders
+from generator.errors import OutputError
+from generator.product import Product
+
+RASTER_EXTENSION = "https://stac-extensions.github.io/raster/v2.0.0/schema.json"
+PROJECTION_EXTENSION = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+FILE_EXTENSION = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
+PROCESSING_EXTENSION = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
+RENDER_EXTENSION = "https://stac-extensions.github.io/render/v2.0.0/schema.json"
+SCIENTIFIC_EXTENSION = "https://stac-extensions.github.io/scientific/v1.0.0/schema.json"
+
+ITEM_EXTENSIONS = [
+    CHANGE_EXTENSION,
+    RASTER_EXTENSION,
+    PROJECTION_EXTENSION,
+    FILE_EXTENSION,
+    PROCESSING_EXTENSION,
+    RENDER_EXTENSION,
+]
+COLLECTION_EXTENSIONS = [CHANGE_EXTENSION, RASTER_EXTENSION, PROCESSING_EXTENSION, RENDER_EXTENSION]
+
+COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+PNG_MEDIA_TYPE = "image/png"
+CHANGE_ASSET = "change"
+THUMBNAIL_ASSET = "thumbnail"
+NODATA = "nan"
+SOFTWARE = "changecat"
+EXPRESSION_FORMAT = "text/plain"
+"""processing:expression format: the method's formula as human-readable text (Product.expression)."""
+KEYWORDS = ["change detection", "satellite embeddings", "embedding", "land cover change", "COG"]
+
+
+@dataclass(frozen=True)
+class ProductFacts:
+    """What store reads from the product files before building the item."""
+
+    cog: FileFacts
+    thumbnail: FileFacts
+    raster: RasterFacts
+
+
+def clean_href(href: str) -> str:
+    """Drop userinfo, query string and fragment from a URL (no credentials or signatures in a catalog)."""
+    parts = urlsplit(href)
+    if not parts.scheme:
+        return href
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _finite(value: float, what: str, product: Product) -> float:
+    value = float(value)
+    if not math.isfinite(value):
+        raise OutputError(f"product {product.job.item_id}: {what} is {value}, expected a finite number")
+    return value
+
+
+def span(from_year: int, to_year: int) -> tuple[datetime, datetime]:
+    """1 Jan 00:00:00Z of the first year and 31 Dec 23:59:59Z of the second."""
+    return datetime(from_year, 1, 1, tzinfo=UTC), datetime(to_year, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
+def _change_asset(product: Product, facts: ProductFacts) -> pystac.Asset:
+    s, r = product.stats, facts.raster
+    statistics = {
+        "minimum": _finite(s.minimum, "minimum", product),
+        "maximum": _finite(s.maximum, "maximum", product),
+        "mean": _finite(s.mean, "mean", product),
+        "stddev": _finite(s.stddev, "stddev", product),
+        "count": int(s.count),
+        "valid_percent": _finite(s.valid_percent, "valid_percent", product),
+    }
+    h = s.histogram
+    return pystac.Asset(
+        href="./" + product.cog_path.name,
+        title=f"Change ({product.job.method})",
+        media_type=COG_MEDIA_TYPE,
+        roles=["data"],
+        extra_fields={
+            "data_type": r.data_type,
+            "nodata": NODATA,
+            "statistics": statistics,
+            "raster:sampling": "area",
+            "raster:spatial_resolution": r.resolution,
+            "raster:histogram": {
+                "count": len(h.buckets),
+                "min": _finite(h.minimum, "histogram minimum", product),
+                "max": _finite(h.maximum, "histogram maximum", product),
+                "buckets": [int(b) for b in h.buckets],
+            },
+            "proj:code": r.code,
+            "proj:shape": list(r.shape),
+            "proj:transform": list(r.transform),
+            "file:size": facts.cog.size,
+            "file:checksum": facts.cog.checksum,
+        },
+    )
+
+
+def _thumbnail_asset(product: Product, facts: ProductFacts) -> pystac.Asset:
+    return pystac.Asset(
+        href="./" + product.thumbnail_path.name,
+        title="Quicklook",
+        media_type=PNG_MEDIA_TYPE,
+        roles=["thumbnail"],
+        extra_fields={"file:size": facts.thumbnail.size, "file:checksum": facts.thumbnail.checksum},
+    )
+
+
+def _derived_from(product: Product) -> list[str]:
+    info = dataset_info(product.source.dataset)
+    hrefs = [clean_href(h) for h in product.source.derived_from]
+    if info.page:
+        hrefs.append(info.page)
+    return list(dict.fromkeys(hrefs))  # unique, in order
+
+
+def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac.Item:
+    """The STAC item of one product (assets ``change`` and ``thumbnail`` beside the item JSON)."""
+    job = product.job
+    if not product.fingerprint:
+        raise OutputError(
+            f"product {job.item_id} has no fingerprint; pass Job.fingerprint(...) to the Product"
+        )
+    start, end = span(job.from_year, job.to_year)
+    geometry = json.loads(json.dumps(mapping(job.region.geometry)))  # tuples → lists
+    created = product.created.astimezone(UTC)
+    location = clean_href(product.source.location)
+    properties: dict[str, Any] = {
+        "title": f"{job.region.title}: change {job.from_year}→{job.to_year} ({job.method})",
+        "description": (
+            f"Per-pixel change of the {product.source.dataset} embeddings of region '{job.region.id}' "
+            f"between {job.from_year} and {job.to_year}, method {job.method}: {product.expression}."
+        ),
+        "change:region": job.region.id,
+        "change:from_year": job.from_year,
+        "change:to_year": job.to_year,
+        "change:method": job.method,
+        "change:dataset": product.source.dataset,
+        "change:percentiles": {k: _finite(v, k, product) for k, v in product.stats.percentiles.items()},
+        "change:changed_area": [
+            {
+                "threshold": float(a.threshold),
+                "area_km2": _finite(a.area_km2, "changed area", product),
+                "fraction": _finite(a.fraction, "changed fraction", product),
+            }
+            for a in product.stats.changed_area
+        ],
+        "change:fingerprint": product.fingerprint,
+        "processing:software": {SOFTWARE: product.software_version},
+        "processing:lineage": (
+            f"Embeddings of {job.from_year} and {job.to_year} read from the {product.source.kind} source "
+            f"{location}, de-quantized and renormalized to unit length, compared per pixel ({job.method}) "
+            f"on the region's {job.grid.crs} grid; pixels outside the region or without data are NaN."
+        ),
+        "processing:expression": {"format": EXPRESSION_FORMAT, "expression": product.expression},
+        "processing:datetime": datetime_to_str(created),
+        "renders": change_renders(CHANGE_ASSET),
+    }
+    extensions = list(ITEM_EXTENSIONS)
+    info = dataset_info(product.source.dataset)
+    if info.doi:
+        properties["sci:doi"] = info.doi
+        properties["sci:citation"] = info.citation
+        extensions.append(SCIENTIFIC_EXTENSION)
+    item = pystac.Item(
+        id=job.item_id,
+        geometry=geometry,
+        bbox=list(job.region.geometry.bounds),
+        datetime=end,
+        start_datetime=start,
+        end_datetime=end,
+        properties=properties,
+        stac_extensions=extensions,
+        collection=collection,
+    )
+    item.add_asset(CHANGE_ASSET, _change_asset(product, facts))
+    item.add_asset(THUMBNAIL_ASSET, _thumbnail_asset(product, facts))
+    item.add_link(pystac.Link("root", layout.ITEM_TO_ROOT, media_type=layout.JSON_MEDIA_TYPE))
+    item.add_link(pystac.Link("parent", layout.ITEM_TO_COLLECTION, media_type=layout.JSON_MEDIA_TYPE))
+    item.add_link(pystac.Link("collection", layout.ITEM_TO_COLLECTION, media_type=layout.JSON_MEDIA_TYPE))
+    for href in _derived_from(product):
+        item.add_link(pystac.Link("derived_from", href, title="Source data"))
+    return item
+
+
+def _item_span(item: pystac.Item) -> tuple[datetime, datetime]:
+    p = item.properties
+    return str_to_datetime(p["start_datetime"]), str_to_datetime(p["end_datetime"])
+
+
+def _item_assets(items: list[pystac.Item]) -> dict[str, pystac.ItemAssetDefinition]:
+    resolutions = {
+        a.extra_fields.get("raster:spatial_resolution") for i in items if (a := i.assets.get(CHANGE_ASSET))
+    }
+    change_fields: dict[str, Any] = {"data_type": "float32", "nodata": NODATA, "raster:sampling": "area"}
+    if len(resolutions) == 1 and None not in resolutions:
+        change_fields["raster:spatial_resolution"] = resolutions.pop()
+    return {
+        CHANGE_ASSET: pystac.ItemAssetDefinition.create(
+            title="Change",
+            description=None,
+            media_type=COG_MEDIA_TYPE,
+            roles=["data"],
+            extra_fields=change_fields,
+        ),
+        THUMBNAIL_ASSET: pystac.ItemAssetDefinition.create(
+            title="Quicklook", description=None, media_type=PNG_MEDIA_TYPE, roles=["thumbnail"]
+        ),
+    }
+
+
+def build_collection(collection: str, items: list[pystac.Item]) -> pystac.Collection:
+    """The collection of one dataset: extent, summaries and item_assets recomputed from all its items."""
+    if not items:
+        raise OutputError(f"collection {collection}: cannot build a collection without items")
+    items = sorted(items, key=lambda i: i.id)
+    datasets = sorted({str(i.properties.get("change:dataset", "")) for i in items})
+    info = dataset_info(datasets[0])
+    boxes = [i.bbox for i in items if i.bbox]
+    bbox = [
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    ]
+    spans = [_item_span(i) for i in items]
+    extent = pystac.Extent(
+        pystac.SpatialExtent([bbox]),
+        pystac.TemporalExtent([[min(s for s, _ in spans), max(e for _, e in spans)]]),
+    )
+    summaries = pystac.Summaries(
+        {
+            key: sorted({i.properties[key] for i in items if key in i.properties})
+            for key in (
+                "change:region",
+                "change:from_year",
+                "change:to_year",
+                "change:method",
+                "change:dataset",
+            )
+        }
+    )
+    providers = [
+        pystac.Provider(
+            name=SOFTWARE,
+            roles=[pystac.ProviderRole.PROCESSOR],
+            description="Computes the change maps, statistics and quicklooks and writes this catalog.",
+            extra_fields={
+                "processing:lineage": "Per-pixel change between two years of unit-length embedding vectors."
+            },
+        )
+    ]
+    if info.producer:
+        providers.insert(
+            0,
+            pystac.Provider(
+                name=info.producer,
+                roles=[pystac.ProviderRole.LICENSOR, pystac.ProviderRole.PRODUCER],
+                url=info.page or None,
+                description=info.attribution or None,
+            ),
+        )
+    extra: dict[str, Any] = {"renders": change_renders(CHANGE_ASSET)}
+    extensions = list(COLLECTION_EXTENSIONS)
+    if info.doi:
+        extra.update({"sci:doi": info.doi, "sci:citation": info.citation})
+        extensions.append(SCIENTIFIC_EXTENSION)
+    coll = pystac.Collection(
+        id=collection,
+        title=f"Change maps from {info.title}",
+        description=(
+            f"Per-pixel change between pairs of years of {', '.join(datasets)}, one item per region, "
+            "year pair and method, as Cloud-Optimized GeoTIFFs with statistics and quicklooks. "
+            + (info.attribution or "")
+        ).strip(),
+        extent=extent,
+        license=info.license,
+        keywords=[*KEYWORDS, *info.keywords],
+        providers=providers,
+        summaries=summaries,
+        stac_extensions=extensions,
+        extra_fields=extra,
+    )
+    coll.item_assets = _item_assets(items)
+    coll.remove_links("root")
+    coll.add_link(pystac.Link("root", layout.COLLECTION_TO_ROOT, media_type=layout.JSON_MEDIA_TYPE))
+    coll.add_link(pystac.Link("parent", layout.COLLECTION_TO_ROOT, media_type=layout.JSON_MEDIA_TYPE))
+    if info.license_url:
+        coll.add_link(pystac.Link("license", info.license_url, media_type="text/html", title=info.license))
+    derived = dict.fromkeys(
+        link.get_href(transform_href=False) for i in items for link in i.links if link.rel == "derived_from"
+    )
+    for href in derived:
+        coll.add_link(pystac.Link("derived_from", href, title="Source data"))
+    for item in items:
+        coll.add_link(
+            pystac.Link("item", layout.collection_to_item(item.id), media_type=layout.GEOJSON_MEDIA_TYPE)
+        )
+    return coll
+
+
+def build_catalog(catalog_id: str, title: str, description: str, collections: list[str]) -> pystac.Catalog:
+    """The root catalog, linking each collection folder."""
+    cat = pystac.Catalog(id=catalog_id, title=title, description=description)
+    cat.remove_links("root")
+    cat.add_link(pystac.Link("root", "./" + layout.CATALOG_FILE, media_type=layout.JSON_MEDIA_TYPE))
+    for cid in sorted(set(collections)):
+        cat.add_link(
+            pystac.Link("child", layout.catalog_to_collection(cid), media_type=layout.JSON_MEDIA_TYPE)
+        )
+    return cat
+
+
+def to_json(obj: pystac.STACObject) -> dict[str, Any]:
+    """The object's JSON with its hrefs exactly as built (relative), without a self link."""
+    return obj.to_dict(include_self_link=False, transform_hrefs=False)

@@ -1,0 +1,91 @@
+"""Read and update a static catalog on disk, atomically and incrementally.
+
+Every JSON file is replaced atomically, and files are written bottom-up (items, then their collection,
+then the root catalog), so a reader or a crash never sees a link to a file that does not exist yet. Items
+already in the catalog are kept; an item with the id of a new product is replaced.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import pystac
+
+from catalog import layout
+from catalog.build import ProductFacts, build_catalog, build_collection, build_item, to_json
+from catalog.files import file_facts, raster_facts, read_json, write_json_atomic
+from catalog.walk import iter_all_items, iter_items, link_targets
+from generator.errors import OutputError
+from generator.product import Product
+
+
+def load_fingerprints(root: Path) -> dict[str, str]:
+    """``change:fingerprint`` of every item linked from the catalog at ``root`` (empty if none yet)."""
+    out = {}
+    for _, item in iter_all_items(Path(root)):
+        fingerprint = item.get("properties", {}).get("change:fingerprint")
+        if isinstance(fingerprint, str) and "id" in item:
+            out[item["id"]] = fingerprint
+    return out
+
+
+def product_facts(product: Product, folder: Path) -> ProductFacts:
+    """Size, checksum and grid of the product files, which must lie in the item's folder."""
+    for path, what in ((product.cog_path, "change COG"), (product.thumbnail_path, "thumbnail")):
+        if Path(path).resolve().parent != folder:
+            raise OutputError(
+                f"product {product.job.item_id}: the {what} {path} must be written in the item folder "
+                f"{folder}"
+            )
+    return ProductFacts(
+        cog=file_facts(product.cog_path),
+        thumbnail=file_facts(product.thumbnail_path),
+        raster=raster_facts(product.cog_path),
+    )
+
+
+def _existing_items(root: Path, collection: str) -> dict[str, pystac.Item]:
+    path = layout.collection_json(root, collection)
+    if not path.is_file():
+        return {}
+    items = {}
+    for _, data in iter_items(path, read_json(path)):
+        item = pystac.Item.from_dict(data, migrate=False)
+        items[item.id] = item
+    return items
+
+
+def _existing_collections(root: Path) -> list[str]:
+    """Ids (folder names) of the collections the current root catalog links to."""
+    path = root / layout.CATALOG_FILE
+    if not path.is_file():
+        return []
+    return [p.parent.name for p in link_targets(read_json(path), "child", path) if p.is_file()]
+
+
+def save_catalog(
+    root: Path, *, catalog_id: str, title: str, description: str, products: list[Product]
+) -> None:
+    """Create or update the catalog at ``root`` with one item per product.
+
+    Each product's COG and thumbnail must already be in ``item_dir(root, collection, item_id)``.
+    """
+    root = Path(root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    by_collection: dict[str, list[Product]] = defaultdict(list)
+    for product in products:
+        by_collection[layout.collection_id(product.source.dataset)].append(product)
+    for coll, prods in by_collection.items():
+        items = _existing_items(root, coll)
+        for product in prods:
+            folder = layout.item_dir(root, coll, product.job.item_id)
+            item = build_item(product, product_facts(product, folder), coll)
+            write_json_atomic(folder / f"{item.id}.json", to_json(item))
+            items[item.id] = item
+        write_json_atomic(
+            layout.collection_json(root, coll), to_json(build_collection(coll, list(items.values())))
+        )
+    collections = [*_existing_collections(root), *by_collection]
+    catalog = build_catalog(catalog_id, title, description, collections)
+    write_json_atomic(root / layout.CATALOG_FILE, to_json(catalog))

@@ -1,0 +1,218 @@
+"""The "aef" source: change computed locally from a copy of the AEF COGs (folder, https, s3 or gs).
+
+For each block of the output grid and each year, the tiles whose footprint intersects the block are read
+through a WarpedVRT onto the output grid (nearest: in-zone pixels are copied unchanged, other-zone tiles
+are reprojected, bottom-up files are handled), de-quantized, renormalized and compared.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import shapely
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.session import DummySession
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
+
+from generator.errors import ConfigError, SourceError
+from generator.grid import Grid, to_crs
+from generator.methods import METHODS, dequantize_lut, unit_dot
+from generator.sources.base import AEF_DATASET, Block, Source, SourceInfo
+from generator.sources.remote import gdal_options, gdal_path, join, public_href, read_parquet, scheme_of
+
+INDEX_NAME = "aef_index.parquet"
+INDEX_COLUMNS = ["fid", "path", "year", "crs", "utm_west", "utm_south", "utm_east", "utm_north", "geometry"]
+BANDS = 64
+NODATA = -128
+READ_THREADS = 4
+"""Blocks computed at once; each holds about 100 MB at most (two 512² × 64 int8 mosaics + float strips)."""
+STRIP_ROWS = 64
+"""Rows de-quantized to float32 at a time, to keep the float copies of a block small."""
+
+
+@dataclass(frozen=True)
+class _Tile:
+    fid: int
+    href: str
+    year: int
+    crs: str
+    utm_west: float
+    utm_north: float
+    geometry: BaseGeometry
+
+
+class AefSource(Source):
+    """A mirror of the AEF COGs with its ``aef_index.parquet`` at ``root`` (folder or URL)."""
+
+    def __init__(self, root: str) -> None:
+        self._root = root.rstrip("/") if scheme_of(root) else root
+        self._index_href = join(self._root, INDEX_NAME)
+        if not scheme_of(root) and not Path(root).is_dir():
+            raise SourceError(
+                f"AEF root {root} does not exist: expected a folder (or an https://, s3:// or gs:// URL) "
+                f"holding {INDEX_NAME}"
+            )
+        table = read_parquet(self._index_href, INDEX_COLUMNS)
+        try:
+            geoms = shapely.from_wkb(table.column("geometry").to_pylist())
+        except (shapely.errors.GEOSException, TypeError) as exc:
+            raise SourceError(
+                f"AEF index {public_href(self._index_href)}: column geometry is not WKB ({exc})"
+            ) from None
+        cols = {name: table.column(name).to_pylist() for name in INDEX_COLUMNS if name != "geometry"}
+        self._tiles = [
+            _Tile(
+                fid=int(cols["fid"][i]),
+                href=join(self._root, str(cols["path"][i])),
+                year=int(cols["year"][i]),
+                crs=str(cols["crs"][i]),
+                utm_west=float(cols["utm_west"][i]),
+                utm_north=float(cols["utm_north"][i]),
+                geometry=geoms[i],
+            )
+            for i in range(table.num_rows)
+        ]
+        self._tiles.sort(key=lambda t: t.fid)
+        self._by_year: dict[int, tuple[list[_Tile], shapely.STRtree]] = {}
+        for year in sorted({t.year for t in self._tiles}):
+            tiles = [t for t in self._tiles if t.year == year]
+            self._by_year[year] = (tiles, shapely.STRtree([t.geometry for t in tiles]))
+        self._gdal_options = gdal_options()
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def info(self) -> SourceInfo:
+        return SourceInfo(
+            kind="aef",
+            dataset=AEF_DATASET,
+            location=public_href(self._root),
+            derived_from=[public_href(self._index_href)],
+        )
+
+    def years(self) -> list[int]:
+        return list(self._by_year)
+
+    def grid_origin(self, crs: str) -> tuple[float, float]:
+        """The north-west corner of the first tile of that zone (tiles share one 10 m lattice per zone)."""
+        for tile in self._tiles:
+            if tile.crs == crs:
+                return (tile.utm_west, tile.utm_north)
+        return (0.0, 0.0)
+
+    def has_data(self, geometry_wgs84: BaseGeometry, year: int) -> bool:
+        return bool(self._candidates(geometry_wgs84, year))
+
+    def windows(self, grid: Grid) -> list[Window]:
+        return list(grid.windows())
+
+    def compute(
+        self, grid: Grid, from_year: int, to_year: int, method: str, windows: list[Window]
+    ) -> Iterator[Block]:
+        if method not in METHODS:
+            raise ConfigError(f"unknown method '{method}': valid methods are {', '.join(METHODS)}")
+        from_dot = METHODS[method].from_dot
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="aef-read")
+
+        def one(window: Window) -> Block:
+            a = self._mosaic(grid, window, from_year)
+            b = self._mosaic(grid, window, to_year)
+            return window, _change(a, b, from_dot)
+
+        yield from _bounded_map(self._pool, one, windows, ahead=2 * READ_THREADS)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    # --- reading ---------------------------------------------------------------------------------------
+
+    def _candidates(self, geometry_wgs84: BaseGeometry, year: int) -> list[_Tile]:
+        if year not in self._by_year:
+            return []
+        tiles, tree = self._by_year[year]
+        return [tiles[i] for i in sorted(tree.query(geometry_wgs84, predicate="intersects"))]
+
+    def _mosaic(self, grid: Grid, window: Window, year: int) -> np.ndarray:
+        """The int8 (64, rows, cols) stack of a year on a window; first valid tile wins, −128 elsewhere.
+
+        Tiles of the grid's own zone come first (their pixels are copied, not resampled), then by fid.
+        """
+        shape = (BANDS, int(window.height), int(window.width))
+        out = np.full(shape, NODATA, dtype=np.int8)
+        filled = np.zeros(shape[1:], dtype=bool)
+        pixel = abs(grid.transform.a)
+        west, south, east, north = grid.window_bounds(window)
+        area = box(west - pixel, south - pixel, east + pixel, north + pixel).segmentize(pixel * 64)
+        tiles = self._candidates(to_crs(area, grid.crs, "EPSG:4326"), year)
+        for tile in sorted(tiles, key=lambda t: (t.crs != grid.crs, t.fid)):
+            data = self._read(tile, grid, window)
+            take = ~(data == NODATA).all(axis=0) & ~filled
+            out[:, take] = data[:, take]
+            filled |= take
+            if filled.all():
+                break
+        return out
+
+    def _read(self, tile: _Tile, grid: Grid, window: Window) -> np.ndarray:
+        """One tile resampled (nearest) onto a window of the output grid, −128 where it has no data."""
+        try:
+            with (
+                rasterio.Env(session=DummySession(), **self._gdal_options),
+                rasterio.open(gdal_path(tile.href)) as src,
+                WarpedVRT(
+                    src,
+                    crs=grid.crs,
+                    transform=grid.window_transform(window),
+                    width=int(window.width),
+                    height=int(window.height),
+                    resampling=Resampling.nearest,
+                    src_nodata=NODATA,
+                    nodata=NODATA,
+                ) as vrt,
+            ):
+                if vrt.count != BANDS:
+                    raise SourceError(f"AEF tile {public_href(tile.href)} has {vrt.count} bands, not {BANDS}")
+                return vrt.read().astype(np.int8, copy=False)
+        except RasterioError as exc:
+            raise SourceError(f"AEF tile {public_href(tile.href)} could not be read: {exc}") from None
+
+
+def _change(a: np.ndarray, b: np.ndarray, from_dot: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """float32 change of two int8 stacks, NaN where either is nodata; de-quantized strip by strip."""
+    lut = dequantize_lut()
+    out = np.full(a.shape[1:], np.nan, dtype=np.float32)
+    for r0 in range(0, a.shape[1], STRIP_ROWS):
+        sa, sb = a[:, r0 : r0 + STRIP_ROWS], b[:, r0 : r0 + STRIP_ROWS]
+        valid = ~(sa == NODATA).all(axis=0) & ~(sb == NODATA).all(axis=0)
+        if not valid.any():
+            continue
+        dot = unit_dot(lut[sa.view(np.uint8)], lut[sb.view(np.uint8)])
+        out[r0 : r0 + STRIP_ROWS] = np.where(valid, from_dot(dot), np.float32(np.nan))
+    return out
+
+
+def _bounded_map(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, ahead: int) -> Iterator:
+    """``pool.map`` in order with at most ``ahead`` results pending, so memory stays bounded."""
+    pending: deque[Future] = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()

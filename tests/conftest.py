@@ -1,0 +1,17 @@
+"""Shared test fixtures: where the official STAC extension schemas are, for offline validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+STAC_SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "stac-schemas"
+"""Copies of the extension schemas, beside the repository (CI lays shared/ there too)."""
+
+
+@pytest.fixture(scope="session")
+def stac_schemas() -> Path:
+    if not (STAC_SCHEMAS / "projection").is_dir():
+        pytest.fail(f"offline STAC extension schemas not found at {STAC_SCHEMAS}")
+    return STAC_SCHEMAS

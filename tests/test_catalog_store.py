@@ -1,0 +1,194 @@
+"""catalog.store / summary: saving incrementally and atomically, and reading the catalog back with the tools
+users have (pystac-client, odc-stac)."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pystac
+import pytest
+
+from catalog.files import write_json_atomic
+from catalog.layout import collection_id
+from catalog.store import load_fingerprints, save_catalog
+from catalog.summary import summarize
+from catalog.validate import validate_catalog
+from generator.errors import OutputError
+from generator.sources.base import SourceInfo
+from tests.catalog_helpers import make_product, read_cog
+
+COLLECTION = collection_id("GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL")
+
+
+def save(root: Path, products: list, catalog_id: str = "test-cat") -> None:
+    save_catalog(root, catalog_id=catalog_id, title="Test", description="A test catalog.", products=products)
+
+
+def item_ids(root: Path) -> list[str]:
+    coll = json.loads((root / COLLECTION / "collection.json").read_text())
+    return sorted(Path(link["href"]).stem for link in coll["links"] if link["rel"] == "item")
+
+
+def temp_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.fixture
+def catalog_root(tmp_path: Path) -> Path:
+    return tmp_path / "catalog"
+
+
+@pytest.fixture
+def two_products(catalog_root: Path) -> list:
+    return [
+        make_product(catalog_root),
+        make_product(catalog_root, region_id="forest", years=(2020, 2024), method="angle", seed=1),
+    ]
+
+
+@pytest.fixture
+def saved(catalog_root: Path, two_products: list) -> Path:
+    """A catalog holding the two products."""
+    save(catalog_root, two_products)
+    return catalog_root
+
+
+def test_save_writes_a_valid_catalog(saved: Path, two_products: list, stac_schemas: Path) -> None:
+    assert validate_catalog(saved, stac_schemas) == []
+    assert json.loads((saved / "catalog.json").read_text())["id"] == "test-cat"
+    for p in two_products:
+        assert (saved / COLLECTION / p.job.item_id / f"{p.job.item_id}.json").is_file()
+    assert item_ids(saved) == ["forest_2020_2024_angle", "town_2017_2024_cosine"]
+    assert temp_files(saved) == []
+
+
+def test_load_fingerprints_reads_back_what_was_saved(saved: Path, two_products: list) -> None:
+    assert load_fingerprints(saved) == {p.job.item_id: p.fingerprint for p in two_products}
+
+
+def test_load_fingerprints_without_catalog_is_empty(tmp_path: Path) -> None:
+    assert load_fingerprints(tmp_path / "nothing-here") == {}
+
+
+def test_update_keeps_other_items_and_replaces_same_id(saved: Path, stac_schemas: Path) -> None:
+    newer = make_product(saved, seed=7)  # same id as town_2017_2024_cosine, new content and fingerprint
+    added = make_product(
+        saved, region_id="lake", years=(2018, 2025), bounds=(13.5, 52.3, 13.51, 52.306), seed=2
+    )
+    save(saved, [newer])
+    save(saved, [added])
+    assert validate_catalog(saved, stac_schemas) == []
+    assert item_ids(saved) == ["forest_2020_2024_angle", "lake_2018_2025_cosine", "town_2017_2024_cosine"]
+    fingerprints = load_fingerprints(saved)
+    assert fingerprints["town_2017_2024_cosine"] == newer.fingerprint
+    item = json.loads(
+        (saved / COLLECTION / "town_2017_2024_cosine" / "town_2017_2024_cosine.json").read_text()
+    )
+    assert item["assets"]["change"]["statistics"]["mean"] == pytest.approx(newer.stats.mean)
+    coll = json.loads((saved / COLLECTION / "collection.json").read_text())
+    assert coll["summaries"]["change:region"] == ["forest", "lake", "town"]
+    assert coll["extent"]["temporal"]["interval"] == [["2017-01-01T00:00:00Z", "2025-12-31T23:59:59Z"]]
+    assert coll["extent"]["spatial"]["bbox"][0][2] == pytest.approx(13.51)
+
+
+def test_second_dataset_gets_its_own_collection(saved: Path, stac_schemas: Path) -> None:
+    other = SourceInfo(kind="aef", dataset="EXAMPLE/OTHER_EMBEDDING", location="/data/other")
+    save(saved, [make_product(saved, region_id="x", source=other)])
+    assert validate_catalog(saved, stac_schemas) == []
+    cat = json.loads((saved / "catalog.json").read_text())
+    assert sorted(link["href"] for link in cat["links"] if link["rel"] == "child") == [
+        "./example-other-embedding/collection.json",
+        f"./{COLLECTION}/collection.json",
+    ]
+    coll = json.loads((saved / "example-other-embedding" / "collection.json").read_text())
+    assert coll["license"] == "other" and "sci:doi" not in coll
+
+
+def test_failed_save_leaves_the_catalog_valid(saved: Path, stac_schemas: Path) -> None:
+    """A product whose files are not in its item folder fails after an earlier product's item was written:
+    the collection and catalog were not rewritten, so they link to nothing missing."""
+    before = load_fingerprints(saved)
+    good = make_product(saved, region_id="lake", seed=2)
+    misplaced = make_product(saved, region_id="field", seed=3)
+    stray = saved.parent / "elsewhere.tif"
+    misplaced.cog_path.rename(stray)
+    with pytest.raises(OutputError, match="must be written in the item folder"):
+        save(saved, [good, replace(misplaced, cog_path=stray)])
+    assert validate_catalog(saved, stac_schemas) == []
+    assert load_fingerprints(saved) == before  # the orphan item is not part of the catalog
+    assert temp_files(saved) == []
+    save(saved, [good])  # the next run makes it again
+    assert "lake_2017_2024_cosine" in load_fingerprints(saved)
+
+
+def test_missing_thumbnail_fails_before_writing(saved: Path, stac_schemas: Path) -> None:
+    product = make_product(saved, region_id="lake", seed=2)
+    product.thumbnail_path.unlink()
+    with pytest.raises(OutputError, match="cannot read the product file"):
+        save(saved, [product])
+    assert not (saved / COLLECTION / "lake_2017_2024_cosine" / "lake_2017_2024_cosine.json").exists()
+    assert validate_catalog(saved, stac_schemas) == []
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
+    path = tmp_path / "collection.json"
+    write_json_atomic(path, {"id": "old"})
+    with pytest.raises(ValueError):
+        write_json_atomic(path, {"id": "new", "bad": math.nan})  # NaN is not JSON: fails mid-write
+    assert json.loads(path.read_text()) == {"id": "old"}
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_summarize(saved: Path, two_products: list) -> None:
+    rows = summarize(saved)
+    assert [r["item_id"] for r in rows] == ["forest_2020_2024_angle", "town_2017_2024_cosine"]
+    forest, town = rows
+    p = two_products[0]
+    at_02 = next(a for a in p.stats.changed_area if a.threshold == 0.2)
+    assert town == {
+        "item_id": "town_2017_2024_cosine",
+        "region": "town",
+        "from_year": 2017,
+        "to_year": 2024,
+        "method": "cosine",
+        "mean": pytest.approx(p.stats.mean),
+        "changed_km2": pytest.approx(at_02.area_km2),
+        "changed_fraction": pytest.approx(at_02.fraction),
+    }
+    assert forest["method"] == "angle" and forest["from_year"] == 2020
+
+
+def test_pystac_client_walks_the_catalog(saved: Path) -> None:
+    from pystac_client import Client
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a static catalog has no conformance classes: fallback warnings
+        client = Client.open(str(saved / "catalog.json"))
+        collections = list(client.get_collections())
+        items = sorted(client.get_items(), key=lambda i: i.id)
+    assert [c.id for c in collections] == [COLLECTION]
+    assert [i.id for i in items] == ["forest_2020_2024_angle", "town_2017_2024_cosine"]
+    assert items[1].assets["change"].get_absolute_href() == str(
+        saved / COLLECTION / items[1].id / "change.tif"
+    )
+
+
+def test_odc_stac_loads_the_change_asset(saved: Path, two_products: list) -> None:
+    import odc.stac
+
+    product = two_products[0]
+    item = pystac.Item.from_file(
+        str(saved / COLLECTION / product.job.item_id / f"{product.job.item_id}.json")
+    )
+    ds = odc.stac.load([item], bands=["change"])
+    loaded = ds["change"].isel(time=0).values
+    expected = read_cog(product.cog_path)
+    assert loaded.dtype == np.float32
+    assert loaded.shape == expected.shape
+    np.testing.assert_array_equal(loaded, expected)  # NaN positions equal too
+    assert ds.odc.crs.epsg == 32633
