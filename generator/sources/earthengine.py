@@ -1,0 +1,264 @@
+"""Earth Engine source: the change is computed server-side and only the single-band result is downloaded.
+
+The method is an EE expression over the two years' mosaics, as in the blog's script: ``a.multiply(b)
+.reduce(ee.Reducer.sum())`` is the per-pixel cosine of the unit-length embeddings; cosine change is one minus
+it, angle change ``acos(.) / π``. ``mosaic()`` drops the UTM projection, so every request names its output
+grid explicitly (``computePixels`` ``grid``). Tiles are as large as the request limits allow and download in
+parallel (``ee_tiles``).
+
+Credentials, in order: the ``credentials`` argument; a service-account key file named by
+``EE_SERVICE_ACCOUNT_KEY``; Earth Engine's own (``earthengine authenticate``, then application-default
+credentials, which also honour ``GOOGLE_APPLICATION_CREDENTIALS``). When none is found and ``url`` points to
+a host other than Google's (a local stand-in), anonymous credentials are used. Credentials are never logged.
+
+Earth Engine's client keeps global state: the last source opened is the one the client talks to; a source
+re-initializes the client when it is used after another one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlparse
+
+import ee
+from google.auth.credentials import AnonymousCredentials, Credentials
+from google.auth.exceptions import GoogleAuthError, TransportError
+from google.oauth2 import service_account
+from rasterio.windows import Window
+from shapely.geometry import box, mapping
+from shapely.geometry.base import BaseGeometry
+
+from generator.config import EE_MAX_CONCURRENCY
+from generator.errors import AuthenticationError, ConfigError, SourceError
+from generator.grid import Grid, to_crs
+from generator.methods import METHODS
+from generator.sources import ee_tiles
+from generator.sources.base import AEF_DATASET, Block, Source, SourceInfo
+from generator.sources.ee_tiles import (
+    DEFAULT_TILE_SIZE,
+    HOW_TO_AUTHENTICATE,
+    MAX_GRID_SIDE,
+    MAX_REQUEST_BYTES,
+    MIN_TILE_SIZE,
+    NODATA_SENTINEL,
+    DownloadStats,
+    TileDownloader,
+)
+
+SERVICE_ACCOUNT_ENV = "EE_SERVICE_ACCOUNT_KEY"
+"""Environment variable naming a service-account JSON key file."""
+CLIENT_MAX_RETRIES = 5
+"""Retries of 429/5xx done by the earthengine-api client itself (its default)."""
+DATA_CATALOG_TIMEOUT_S = 5.0
+"""ee.Initialize fetches Google's data catalog for deprecation warnings; never wait longer than this."""
+BAND_NAMES = [f"A{i:02d}" for i in range(64)]
+DATASET_PAGES = {
+    AEF_DATASET: "https://developers.google.com/earth-engine/datasets/catalog/GOOGLE_SATELLITE_EMBEDDING_V1_ANNUAL"
+}
+
+_init_lock = threading.Lock()
+_active: int | None = None  # serial number of the source the ee client is initialized for
+_serials = itertools.count()
+
+
+class EarthEngineSource(Source):
+    """AlphaEarth embeddings (or a collection like them) in Earth Engine, change computed server-side.
+
+    Optional keyword arguments beyond the config exist for tests and tuning: ``credentials`` (a
+    google.auth credentials object), ``tile_size`` (side of the download tiles), ``min_tile_size``,
+    ``client_retries`` (the client's own 429/5xx retries), ``retry_attempts`` and ``backoff_s`` (ours).
+    """
+
+    def __init__(
+        self,
+        project: str,
+        collection: str = AEF_DATASET,
+        url: str | None = None,
+        max_concurrency: int = 16,
+        *,
+        credentials: Credentials | None = None,
+        tile_size: int = DEFAULT_TILE_SIZE,
+        min_tile_size: int = MIN_TILE_SIZE,
+        client_retries: int = CLIENT_MAX_RETRIES,
+        retry_attempts: int = ee_tiles.RETRY_ATTEMPTS,
+        backoff_s: float = ee_tiles.BACKOFF_BASE_S,
+    ) -> None:
+        if not 1 <= max_concurrency <= EE_MAX_CONCURRENCY:
+            raise ConfigError(
+                f"earthengine max_concurrency {max_concurrency}: must be 1..{EE_MAX_CONCURRENCY}"
+            )
+        too_big = tile_size**2 * ee_tiles.BYTES_PER_PIXEL > MAX_REQUEST_BYTES
+        if not (0 < min_tile_size <= tile_size <= MAX_GRID_SIDE) or too_big:
+            raise ConfigError(
+                f"earthengine tile_size {tile_size} / min_tile_size {min_tile_size}: need 0 < min ≤ tile, "
+                f"tile ≤ {MAX_GRID_SIDE} and tile² × {ee_tiles.BYTES_PER_PIXEL} ≤ {MAX_REQUEST_BYTES} bytes"
+            )
+        self.project, self.collection, self.url = project, collection, url.rstrip("/") if url else None
+        self.max_concurrency = max_concurrency
+        self.tile_size, self.min_tile_size = tile_size, min_tile_size
+        self.client_retries, self.retry_attempts, self.backoff_s = client_retries, retry_attempts, backoff_s
+        self.stats = DownloadStats()
+        self._serial = next(_serials)
+        self._credentials = credentials if credentials is not None else self._find_credentials()
+        self._activate()
+
+    # --- session --------------------------------------------------------------------------------------
+
+    def _find_credentials(self) -> Credentials:
+        key = os.environ.get(SERVICE_ACCOUNT_ENV)
+        if key:
+            try:
+                return service_account.Credentials.from_service_account_file(key, scopes=ee.oauth.SCOPES)
+            except (OSError, ValueError) as exc:
+                raise AuthenticationError(
+                    f"{SERVICE_ACCOUNT_ENV}={key}: not a readable service-account key file "
+                    f"({type(exc).__name__}); {HOW_TO_AUTHENTICATE}"
+                ) from None
+        try:
+            return ee.data.get_persistent_credentials()
+        except TransportError as exc:
+            raise SourceError(f"cannot reach Google to check the Earth Engine credentials: {exc}") from None
+        except (ee.EEException, GoogleAuthError, OSError):
+            if self.url and not _is_google(self.url):
+                return AnonymousCredentials()
+            raise AuthenticationError(f"no Earth Engine credentials found: {HOW_TO_AUTHENTICATE}") from None
+
+    def _activate(self) -> None:
+        """Point the (global) ee client at this source's endpoint, project and credentials."""
+        global _active
+        with _init_lock:
+            if _active == self._serial:
+                return
+            _quiet_data_catalog(self.url)
+            try:
+                ee.data.setMaxRetries(self.client_retries)
+                ee.Initialize(credentials=self._credentials, project=self.project, url=self.url)
+                ee.data.setMaxRetries(self.client_retries)
+            except Exception as exc:
+                err = ee_tiles.classify(exc)
+                if isinstance(err, AuthenticationError):
+                    raise err from None
+                where = self.url or "the default Earth Engine endpoint"
+                raise SourceError(
+                    f"cannot open Earth Engine at {where} for project '{self.project}': {exc}"
+                ) from None
+            _active = self._serial
+
+    def _call(self, what: str, value: ee.ComputedObject) -> Any:
+        """getInfo with our error classes; transient failures the client let through are retried."""
+        self._activate()
+        for attempt in range(self.retry_attempts + 1):
+            try:
+                return value.getInfo()
+            except Exception as exc:
+                err = ee_tiles.classify(exc)
+                if isinstance(err, ee_tiles.Transient) and attempt < self.retry_attempts:
+                    time.sleep(ee_tiles.backoff_delay(self.backoff_s, attempt))
+                    continue
+                if isinstance(err, SourceError):
+                    raise type(err)(f"{self.collection}: {what}: {err}") from None
+                raise SourceError(f"{self.collection}: {what}: {exc}") from None
+        raise AssertionError("unreachable")
+
+    # --- Source interface -----------------------------------------------------------------------------
+
+    @property
+    def info(self) -> SourceInfo:
+        dataset = AEF_DATASET if self.collection == AEF_DATASET else self.collection
+        page = DATASET_PAGES.get(self.collection)
+        return SourceInfo("earthengine", dataset, self.collection, [page] if page else [])
+
+    def years(self) -> list[int]:
+        starts = self._call(
+            "listing the years",
+            ee.ImageCollection(self.collection).aggregate_array("system:time_start").distinct(),
+        )
+        years = sorted({datetime.fromtimestamp(ms / 1000, tz=UTC).year for ms in starts or []})
+        if not years:
+            raise SourceError(f"Earth Engine collection {self.collection} holds no dated images")
+        return years
+
+    def has_data(self, geometry_wgs84: BaseGeometry, year: int) -> bool:
+        size = self._year(year).filterBounds(ee.Geometry(mapping(geometry_wgs84))).size()
+        return int(self._call(f"counting images of {year}", size)) > 0
+
+    def windows(self, grid: Grid) -> list[Window]:
+        return list(grid.windows(self.tile_size))
+
+    def compute(
+        self, grid: Grid, from_year: int, to_year: int, method: str, windows: list[Window]
+    ) -> Iterator[Block]:
+        self._activate()
+        image = self.expression(grid, from_year, to_year, method)
+        downloader = TileDownloader(
+            image,
+            grid,
+            self.stats,
+            self.max_concurrency,
+            min_tile_size=self.min_tile_size,
+            retry_attempts=self.retry_attempts,
+            backoff_s=self.backoff_s,
+        )
+        return downloader.run(windows)
+
+    # --- expressions ----------------------------------------------------------------------------------
+
+    def _year(self, year: int) -> ee.ImageCollection:
+        return ee.ImageCollection(self.collection).filterDate(f"{year}-01-01", f"{year + 1}-01-01")
+
+    def expression(self, grid: Grid, from_year: int, to_year: int, method: str) -> ee.Image:
+        """The method as an EE image: one float band ``change``, masked pixels set to NODATA_SENTINEL."""
+        if method not in METHODS:
+            raise ConfigError(f"method '{method}': Earth Engine computes {', '.join(sorted(METHODS))}")
+        area = ee.Geometry(mapping(to_crs(_box(grid), grid.crs, "EPSG:4326")))
+
+        def mosaic(year: int) -> ee.Image:
+            return self._year(year).filterBounds(area).mosaic().select(BAND_NAMES)
+
+        dot = mosaic(from_year).multiply(mosaic(to_year)).reduce(ee.Reducer.sum()).clamp(-1, 1)
+        if method == "cosine":
+            change = ee.Image.constant(1).subtract(dot)
+        else:  # angle
+            change = dot.acos().divide(ee.Image.constant(3.141592653589793))
+        return change.rename(ee_tiles.BAND).unmask(NODATA_SENTINEL, False).toFloat()
+
+
+def _box(grid: Grid) -> BaseGeometry:
+    return box(*grid.bounds).segmentize(max(grid.width, grid.height) * abs(grid.transform.a) / 16)
+
+
+def _is_google(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    return host == "googleapis.com" or host.endswith(".googleapis.com")
+
+
+def _quiet_data_catalog(url: str | None) -> None:
+    """ee.Initialize fetches Google's data catalog (deprecation warnings) with no timeout: bound it, and skip
+    it for non-Google endpoints (a stand-in, offline)."""
+    deprecation = getattr(ee, "deprecation", None)
+    if deprecation is None or not hasattr(deprecation, "_FetchDataCatalogStac"):
+        return
+    if url and not _is_google(url):
+        deprecation._FetchDataCatalogStac = lambda: {}
+        return
+    catalog_url = getattr(deprecation, "_DEPRECATED_ASSETS_URL", None)
+
+    def fetch() -> dict:
+        if not catalog_url:
+            return {}
+        try:
+            with urllib.request.urlopen(catalog_url, timeout=DATA_CATALOG_TIMEOUT_S) as r:
+                return json.loads(r.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return {}
+
+    deprecation._FetchDataCatalogStac = fetch

@@ -1,0 +1,236 @@
+"""Downloading a computed Earth Engine image tile by tile: parallel, bounded, retried, split when refused.
+
+Each tile is one ``ee.data.computePixels`` request on an explicit grid. The client retries 429/5xx itself
+(``ee.data.setMaxRetries``); errors that still come through are classified by their message (the client
+raises only ``ee.EEException``): transient ones are retried here with exponential backoff and jitter,
+"too large" ones split the tile into four, down to a minimum size.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+import ee
+import numpy as np
+from google.auth.exceptions import GoogleAuthError
+from googleapiclient.errors import HttpError
+from rasterio.windows import Window
+
+from generator.errors import AuthenticationError, RequestTooLargeError, SourceError
+from generator.grid import BLOCK_SIZE, Grid
+
+MAX_REQUEST_BYTES = 50331648
+"""computePixels: at most 48 MB of uncompressed pixels per request, counting one mask byte per pixel."""
+MAX_GRID_SIDE = 32768
+"""computePixels: at most this many pixels in either dimension."""
+BYTES_PER_PIXEL = 4 + 1
+"""Our result: one float32 band plus the mask byte Earth Engine counts."""
+DEFAULT_TILE_SIZE = BLOCK_SIZE * int((MAX_REQUEST_BYTES / BYTES_PER_PIXEL) ** 0.5 // BLOCK_SIZE)
+"""Largest square tile, in whole COG blocks, under the size limit: 3072 px (47185920 bytes)."""
+MIN_TILE_SIZE = 128
+"""Refused tiles are split down to this side; below it a request fails with RequestTooLargeError."""
+RETRY_ATTEMPTS = 4
+"""Our own retries of a transient error, on top of the client's."""
+BACKOFF_BASE_S = 2.0
+BACKOFF_MAX_S = 60.0
+NODATA_SENTINEL = -9999.0
+"""Masked pixels are unmasked to this value server-side (NPY carries no mask) and become NaN here."""
+BAND = "change"
+
+SPLIT_MESSAGES = ("Total request size", "User memory limit exceeded", "Computation timed out")
+TRANSIENT_MESSAGES = (
+    "too many",
+    "quota",
+    "rate limit",
+    "internal error",
+    "unavailable",
+    "backend error",
+    "deadline exceeded",
+    "try again",
+)
+AUTH_MESSAGES = ("authentication credential", "unauthenticated", "permission_denied", "permission denied")
+HOW_TO_AUTHENTICATE = (
+    "authenticate with `earthengine authenticate` or `gcloud auth application-default login "
+    "--scopes=https://www.googleapis.com/auth/earthengine,https://www.googleapis.com/auth/cloud-platform`, "
+    "or name a service-account key file in EE_SERVICE_ACCOUNT_KEY (or GOOGLE_APPLICATION_CREDENTIALS)"
+)
+
+
+def backoff_delay(base_s: float, attempt: int) -> float:
+    """Exponential backoff with jitter: about ``base_s × 2^attempt``, capped, randomized by up to half."""
+    return min(BACKOFF_MAX_S, base_s * 2**attempt) * random.uniform(0.5, 1.0)
+
+
+class _Split(Exception):
+    """Earth Engine refused a tile as too large/heavy; carries its message."""
+
+
+class Transient(Exception):
+    """A failure worth retrying later (rate limit, server error, dropped connection)."""
+
+
+def classify(exc: BaseException) -> Exception:
+    """Map a client exception to _Split, Transient, AuthenticationError or SourceError."""
+    msg = str(exc)
+    low = msg.lower()
+    if isinstance(exc, GoogleAuthError) or any(m in low for m in AUTH_MESSAGES):
+        return AuthenticationError(
+            f"Earth Engine refused the credentials ({msg[:200]}): {HOW_TO_AUTHENTICATE}"
+        )
+    if any(m in msg for m in SPLIT_MESSAGES):
+        return _Split(msg)
+    if isinstance(exc, ConnectionError | TimeoutError | OSError) or any(m in low for m in TRANSIENT_MESSAGES):
+        return Transient(f"{type(exc).__name__}: {msg}")
+    if isinstance(exc, HttpError) and (exc.resp.status == 429 or exc.resp.status >= 500):
+        return Transient(msg)
+    return SourceError(f"Earth Engine error: {msg}")
+
+
+@dataclass
+class DownloadStats:
+    """Counters of one source's requests, for progress and tests (thread-safe via ``lock``)."""
+
+    tiles_total: int = 0
+    tiles_done: int = 0
+    requests: int = 0  # successful computePixels requests
+    failed_requests: int = 0  # requests answered with an error that came through the client
+    retries: int = 0
+    splits: int = 0
+    bytes: int = 0  # pixel bytes downloaded
+    request_sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height) of each success
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self.lock:
+            for k, v in counts.items():
+                setattr(self, k, getattr(self, k) + v)
+
+
+@dataclass
+class TileDownloader:
+    """Downloads one expression on a grid's windows; ``sleep`` is injectable so tests can count backoff."""
+
+    image: ee.Image
+    grid: Grid
+    stats: DownloadStats
+    max_concurrency: int
+    min_tile_size: int = MIN_TILE_SIZE
+    retry_attempts: int = RETRY_ATTEMPTS
+    backoff_s: float = BACKOFF_BASE_S
+    sleep: Callable[[float], None] = time.sleep
+
+    def run(self, windows: list[Window]) -> Iterator[tuple[Window, np.ndarray]]:
+        """Yield (window, float32 values) as tiles complete; at most ``max_concurrency`` tiles are held
+        (in flight or finished and not yet consumed), so memory does not grow with the region: about
+        ``max_concurrency`` × 38 MB at the default tile size (×2 briefly while a response is decoded)."""
+        todo = list(reversed(windows))
+        with self.stats.lock:
+            self.stats.tiles_total += len(windows)
+        pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="ee-tile")
+        pending: dict[Future, Window] = {}
+        try:
+            while todo or pending:
+                while todo and len(pending) < self.max_concurrency:
+                    w = todo.pop()
+                    pending[pool.submit(self.fetch, w)] = w
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    w = pending.pop(fut)
+                    values = fut.result()
+                    self.stats.add(tiles_done=1)
+                    yield w, values
+        finally:
+            for fut in pending:
+                fut.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def fetch(self, window: Window) -> np.ndarray:
+        """One window's values, splitting it into four when Earth Engine refuses it as too large."""
+        try:
+            return self._request(window)
+        except _Split as exc:
+            w, h = int(window.width), int(window.height)
+            if max(w, h) <= self.min_tile_size:
+                raise RequestTooLargeError(
+                    f"Earth Engine refused a {w}×{h} px tile even at the minimum tile size "
+                    f"({self.min_tile_size} px): {exc}. The computation is too heavy for interactive "
+                    "requests; use a smaller region or a batch export."
+                ) from None
+            self.stats.add(splits=1)
+            out = np.empty((h, w), dtype=np.float32)
+            for sub in _quarters(window, self.min_tile_size):
+                r, c = int(sub.row_off - window.row_off), int(sub.col_off - window.col_off)
+                out[r : r + int(sub.height), c : c + int(sub.width)] = self.fetch(sub)
+            return out
+
+    def _request(self, window: Window) -> np.ndarray:
+        for attempt in range(self.retry_attempts + 1):
+            try:
+                arr = ee.data.computePixels(
+                    {"expression": self.image, "fileFormat": "NUMPY_NDARRAY", "grid": self._grid(window)}
+                )
+            except Exception as exc:
+                self.stats.add(failed_requests=1)
+                err = classify(exc)
+                if isinstance(err, Transient) and attempt < self.retry_attempts:
+                    self.stats.add(retries=1)
+                    self.sleep(backoff_delay(self.backoff_s, attempt))
+                    continue
+                if isinstance(err, Transient):
+                    raise SourceError(
+                        f"Earth Engine kept failing for tile {_describe(window)} after "
+                        f"{self.retry_attempts} retries: {err}"
+                    ) from None
+                if isinstance(err, SourceError) and not isinstance(err, AuthenticationError):
+                    raise SourceError(f"{err} (tile {_describe(window)})") from None
+                raise err from None
+            return self._values(arr, window)
+        raise AssertionError("unreachable")
+
+    def _values(self, arr: np.ndarray, window: Window) -> np.ndarray:
+        h, w = int(window.height), int(window.width)
+        if arr.dtype.names is None or BAND not in arr.dtype.names or arr.shape != (h, w):
+            raise SourceError(
+                f"Earth Engine answered tile {_describe(window)} with {arr.dtype} {arr.shape}, "
+                f"expected band '{BAND}' of shape {(h, w)}"
+            )
+        values = np.array(arr[BAND], dtype=np.float32)  # one contiguous copy; the response is freed
+        values[values == np.float32(NODATA_SENTINEL)] = np.nan
+        with self.stats.lock:
+            self.stats.requests += 1
+            self.stats.bytes += arr.nbytes
+            self.stats.request_sizes.append((w, h))
+        return values
+
+    def _grid(self, window: Window) -> dict:
+        t = self.grid.window_transform(window)
+        return {
+            "crsCode": self.grid.crs,
+            "dimensions": {"width": int(window.width), "height": int(window.height)},
+            "affineTransform": {
+                "scaleX": t.a,
+                "shearX": t.b,
+                "translateX": t.c,
+                "shearY": t.d,
+                "scaleY": t.e,
+                "translateY": t.f,
+            },
+        }
+
+
+def _quarters(window: Window, min_size: int) -> list[Window]:
+    """Split a window in two along each side longer than ``min_size`` (four parts, or two)."""
+    w, h = int(window.width), int(window.height)
+    cols = [(0, w)] if w <= min_size else [(0, w // 2), (w // 2, w - w // 2)]
+    rows = [(0, h)] if h <= min_size else [(0, h // 2), (h // 2, h - h // 2)]
+    return [Window(window.col_off + c0, window.row_off + r0, cw, rh) for r0, rh in rows for c0, cw in cols]
+
+
+def _describe(window: Window) -> str:
+    w, h, c, r = (int(v) for v in (window.width, window.height, window.col_off, window.row_off))
+    return f"{w}×{h} px at col {c}, row {r}"

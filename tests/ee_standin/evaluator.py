@@ -1,0 +1,212 @@
+"""Evaluates the part of Earth Engine's expression graph changecat sends, with numpy, faithfully.
+
+An expression (the Cloud API ``Expression``: ``values`` + ``result``) evaluates to plain values (numbers,
+strings, lists), collections of mirror images, filters, or lazy images (``images``). A lazy image renders
+any pixel grid on request, so the server can compute a large request in strips of rows. Any algorithm or
+argument form not implemented here raises ``EEError`` (HTTP 400): never a wrong value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import shapely
+from shapely.geometry import shape
+from shapely.geometry.base import BaseGeometry
+
+from tests.ee_standin import images as im_ops
+from tests.ee_standin.mirror import MirrorImage
+from tests.ee_standin.values import (
+    BYTES_PER_PIXEL,
+    NPY_DTYPES,
+    Collection,
+    EEError,
+    Feature,
+    Filter,
+    Image,
+    Reducer,
+    millis,
+    need,
+)
+
+__all__ = ["BYTES_PER_PIXEL", "NPY_DTYPES", "EEError", "Evaluator", "Image", "to_json_value"]
+
+
+def _calendar_range(start: int, end: int | None = None, field: str = "day_of_year") -> Filter:
+    end = start if end is None else end
+    if field not in ("year", "month"):
+        raise EEError(f"Filter.calendarRange: field '{field}' is not implemented by the stand-in.")
+
+    def test(im: MirrorImage) -> bool:
+        d = datetime.fromtimestamp(im.properties["system:time_start"] / 1000, tz=UTC)
+        v = d.year if field == "year" else d.month
+        return start <= v <= end if start <= end else (v >= start or v <= end)
+
+    return Filter(test)
+
+
+def _date_range_contains(
+    leftField: str | None = None,
+    rightValue: Any = None,
+    rightField: str | None = None,
+    leftValue: Any = None,
+) -> Filter:
+    if not (isinstance(leftValue, tuple) and rightField):
+        raise EEError("Filter.dateRangeContains: only leftValue=DateRange, rightField is implemented.")
+    start, end = leftValue
+    return Filter(lambda im: start <= im.properties.get(rightField, math.nan) < end)
+
+
+def _intersects(
+    leftField: str | None = None,
+    rightValue: Any = None,
+    rightField: str | None = None,
+    leftValue: Any = None,
+    maxError: Any = None,
+) -> Filter:
+    if isinstance(rightValue, Feature):
+        rightValue = rightValue.geometry
+    if leftField != ".all" or not isinstance(rightValue, BaseGeometry):
+        raise EEError("Filter.intersects: only leftField='.all' with a geometry value is implemented.")
+    return Filter(lambda im: im.footprint.intersects(rightValue))
+
+
+def _geometry(kind: str) -> Callable:
+    def make(coordinates: Any, crs: Any = None, geodesic: Any = None, evenOdd: Any = None, **_: Any):
+        if crs not in (None, "EPSG:4326") and not (isinstance(crs, dict)):
+            raise EEError(f"GeometryConstructors.{kind}: crs {crs!r} is not implemented by the stand-in.")
+        return shape({"type": kind, "coordinates": coordinates})
+
+    return make
+
+
+def _load(collection_id: str, images: tuple[MirrorImage, ...]) -> Callable:
+    def load(id: str, version: Any = None) -> Collection:
+        if id != collection_id:
+            raise EEError(
+                f"ImageCollection asset '{id}' not found (does not exist or caller does not have access).",
+                code=404,
+                status="NOT_FOUND",
+            )
+        return Collection(images)
+
+    return load
+
+
+_coll = need(Collection, "Collection")
+
+
+def functions(collection_id: str, images: tuple[MirrorImage, ...]) -> dict[str, Callable[..., Any]]:
+    """The algorithms the stand-in implements, by Earth Engine name."""
+    return {
+        "ImageCollection.load": _load(collection_id, images),
+        "ImageCollection.mosaic": lambda collection: im_ops.mosaic(_coll(collection)),
+        "Collection.filter": lambda collection, filter: Collection(
+            tuple(im for im in _coll(collection).images if need(Filter, "filter")(filter).test(im))
+        ),
+        "Collection.size": lambda collection: len(_coll(collection).images),
+        "AggregateFeatureCollection.array": lambda collection, property: [
+            im.properties[property] for im in _coll(collection).images if property in im.properties
+        ],
+        "List.distinct": lambda list: list_distinct(list),
+        "Date": lambda value, timeZone=None: millis(value),
+        "DateRange": lambda start, end=None, timeZone=None: (
+            millis(start),
+            millis(end) if end is not None else millis(start) + 1,
+        ),
+        "Filter.dateRangeContains": _date_range_contains,
+        "Filter.calendarRange": _calendar_range,
+        "Filter.intersects": _intersects,
+        "Filter.and": lambda filters: Filter(lambda im: all(f.test(im) for f in filters)),
+        "Feature": lambda geometry, metadata=None: Feature(need(BaseGeometry, "Feature")(geometry)),
+        "GeometryConstructors.Polygon": _geometry("Polygon"),
+        "GeometryConstructors.MultiPolygon": _geometry("MultiPolygon"),
+        "GeometryConstructors.Point": _geometry("Point"),
+        "Reducer.sum": lambda: Reducer("sum"),
+        "Image.constant": im_ops.constant,
+        "Image.select": im_ops.select,
+        "Image.rename": im_ops.rename,
+        "Image.reduce": im_ops.reduce,
+        "Image.add": im_ops.binary("add", np.add),
+        "Image.subtract": im_ops.binary("subtract", np.subtract),
+        "Image.multiply": im_ops.binary("multiply", np.multiply),
+        "Image.divide": im_ops.binary("divide", np.divide),
+        "Image.acos": im_ops.unary("acos", np.arccos, keep_type=True),
+        "Image.clamp": im_ops.clamp,
+        "Image.toFloat": lambda value: im_ops.cast(value, "float"),
+        "Image.toDouble": lambda value: im_ops.cast(value, "double"),
+        "Image.unmask": im_ops.unmask,
+        "Image.updateMask": im_ops.update_mask,
+        "Image.clip": im_ops.clip,
+    }
+
+
+def list_distinct(values: list) -> list:
+    out: list = []
+    for v in values:
+        if v not in out:
+            out.append(v)
+    return out
+
+
+class Evaluator:
+    """Evaluates one Cloud API expression against the mirror's collection."""
+
+    def __init__(self, collection_id: str, images: tuple[MirrorImage, ...]) -> None:
+        self.functions = functions(collection_id, images)
+
+    def evaluate(self, expression: dict) -> Any:
+        values = expression.get("values", {})
+        memo: dict[str, Any] = {}
+
+        def node(n: dict) -> Any:
+            if "constantValue" in n:
+                return n["constantValue"]
+            if "integerValue" in n:
+                return int(n["integerValue"])
+            if "valueReference" in n:
+                ref = n["valueReference"]
+                if ref not in memo:
+                    memo[ref] = node(values[ref])
+                return memo[ref]
+            if "arrayValue" in n:
+                return [node(v) for v in n["arrayValue"].get("values", [])]
+            if "dictionaryValue" in n:
+                return {k: node(v) for k, v in n["dictionaryValue"].get("values", {}).items()}
+            if "functionInvocationValue" in n:
+                return invoke(n["functionInvocationValue"])
+            kind = next(iter(n), "?")
+            raise EEError(f"Expression value of kind '{kind}' is not implemented by the stand-in.")
+
+        def invoke(call: dict) -> Any:
+            name = call.get("functionName")
+            fn = self.functions.get(name) if name else None
+            if fn is None:
+                raise EEError(
+                    f"Algorithm '{name or call.get('functionReference')}' is not implemented by the "
+                    "changecat Earth Engine stand-in."
+                )
+            args = {k: node(v) for k, v in call.get("arguments", {}).items()}
+            try:
+                return fn(**args)
+            except TypeError as exc:
+                raise EEError(f"{name}: unsupported arguments {sorted(args)}: {exc}") from exc
+
+        return node({"valueReference": expression["result"]})
+
+
+def to_json_value(value: Any) -> Any:
+    """A value as getInfo returns it; images, collections and filters are not implemented."""
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    if isinstance(value, list):
+        return [to_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_json_value(v) for k, v in value.items()}
+    if isinstance(value, BaseGeometry):
+        return shapely.geometry.mapping(value)
+    raise EEError(f"getInfo of a {type(value).__name__} is not implemented by the stand-in.")

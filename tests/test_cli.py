@@ -1,0 +1,123 @@
+"""The command line as a user runs it: a real process, exit codes, messages and tables."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+COLLECTION = "google-satellite-embedding-v1-annual"
+
+
+def changecat(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "changecat", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    out = tmp_path_factory.mktemp("cli")
+    return out, changecat("demo", "--out", out)
+
+
+def test_demo_makes_a_catalog_and_prints_the_summary(demo_out) -> None:
+    out, result = demo_out
+    assert result.returncode == 0, result.stderr
+    assert (out / "catalog" / "catalog.json").is_file()
+    assert "12 made, 0 up to date, 0 failed" in result.stderr
+    for item in ("demo-town_2017_2024_cosine", "forest_2020_2024_angle", "airfield_2017_2024_cosine"):
+        assert item in result.stdout
+    assert "2017→2024" in result.stdout
+
+
+def test_demo_again_is_up_to_date(demo_out) -> None:
+    out, _ = demo_out
+    again = changecat("demo", "--out", out)
+    assert again.returncode == 0, again.stderr
+    assert "0 made, 12 up to date, 0 failed" in again.stderr
+
+
+def test_validate_and_info(demo_out, stac_schemas: Path) -> None:
+    out, _ = demo_out
+    valid = changecat("validate", out / "catalog", "--schemas", stac_schemas)
+    assert valid.returncode == 0, valid.stdout + valid.stderr
+    assert "valid" in valid.stderr
+    info = changecat("info", out / "catalog")
+    assert info.returncode == 0
+    assert "forest_2017_2024_cosine" in info.stdout
+
+
+def test_validate_reports_each_problem_and_exits_1(demo_out, stac_schemas: Path, tmp_path: Path) -> None:
+    out, _ = demo_out
+    broken = tmp_path / "catalog"
+    shutil.copytree(out / "catalog", broken)
+    item = broken / COLLECTION / "forest_2017_2024_cosine" / "forest_2017_2024_cosine.json"
+    doc = json.loads(item.read_text())
+    doc["properties"]["change:from_year"] = "2017"
+    item.write_text(json.dumps(doc))
+    (broken / COLLECTION / "airfield_2020_2024_angle" / "change.tif").write_bytes(b"not a tiff")
+    result = changecat("validate", broken, "--schemas", stac_schemas)
+    assert result.returncode == 1
+    assert "forest_2017_2024_cosine" in result.stdout
+    assert "airfield_2020_2024_angle" in result.stdout
+
+
+def test_bad_config_is_one_clear_message_and_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "regions.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "catalog": {"id": "x"},
+                "source": {"kind": "aef", "root": "."},
+                "pairs": [[2024, 2017]],
+                "regions": [{"id": "Bad", "bbox": [0, 0, 1, 1]}],
+            }
+        )
+    )
+    result = changecat("run", config)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ")
+    assert "regions[0].id: 'Bad' is not a valid id" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_failed_job_makes_exit_1_with_a_summary(demo_out, tmp_path: Path) -> None:
+    out, _ = demo_out
+    config = tmp_path / "regions.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "catalog": {"id": "partial", "output": "catalog"},
+                "source": {"kind": "aef", "root": str(out / "demo" / "aef")},
+                "pairs": [[2017, 2024]],
+                "regions": [
+                    {"id": "faraway", "bbox": [30.0, 10.0, 30.1, 10.1]},
+                    {"id": "airfield", "bbox": [11.985, 52.41, 12.015, 52.43]},
+                ],
+            }
+        )
+    )
+    result = changecat("run", config)
+    assert result.returncode == 1
+    assert "1 made, 0 up to date, 1 failed" in result.stderr
+    assert "failed faraway_2017_2024_cosine: region 'faraway' has no data" in result.stderr
+    assert (tmp_path / "catalog" / COLLECTION / "airfield_2017_2024_cosine" / "change.tif").is_file()
+
+
+@pytest.mark.parametrize("command", ["run", "demo", "validate", "info"])
+def test_help_explains_each_command(command: str) -> None:
+    result = changecat(command, "--help")
+    assert result.returncode == 0
+    assert "Usage: python -m changecat" in result.stdout
+    assert len(result.stdout.splitlines()) > 4

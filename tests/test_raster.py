@@ -1,0 +1,209 @@
+"""ChangeCogWriter: streamed blocks → valid COG, nodata where unwritten, atomic on success and failure."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.windows import Window
+from rio_cogeo.cogeo import cog_validate
+
+from generator.errors import OutputError
+from generator.grid import Grid
+from generator.raster import ChangeCogWriter
+
+ORIGIN = (399960.0, 5900040.0)
+
+
+def make_grid(width: int, height: int) -> Grid:
+    return Grid("EPSG:32633", Affine(10.0, 0.0, ORIGIN[0], 0.0, -10.0, ORIGIN[1]), width, height)
+
+
+def change_values(grid: Grid, seed: int = 0) -> np.ndarray:
+    """A whole-grid test raster: smooth values in 0…2 with a NaN stripe (small grids only)."""
+    rows, cols = np.mgrid[0 : grid.height, 0 : grid.width]
+    values = (1.0 + np.sin(rows / 37.0) * np.cos(cols / 23.0)).astype(np.float32)
+    values[:, 5:9] = np.nan
+    return values
+
+
+def assert_valid_cog(path: Path) -> None:
+    valid, errors, warnings = cog_validate(path, strict=True, quiet=True)
+    assert valid, (errors, warnings)
+
+
+def write_blocks(path: Path, grid: Grid, values: np.ndarray, seed: int = 1) -> None:
+    windows = list(grid.windows())
+    random.Random(seed).shuffle(windows)
+    with ChangeCogWriter(path, grid) as writer:
+        for w in windows:
+            writer.write(w, values[w.toslices()])
+
+
+@pytest.fixture
+def multi_block_grid() -> Grid:
+    """Not a multiple of 512 in either direction, so edge blocks are partial; has one overview level."""
+    return make_grid(1100, 700)
+
+
+@pytest.fixture
+def single_pixel_grid() -> Grid:
+    return make_grid(1, 1)
+
+
+@pytest.fixture
+def big_grid() -> Grid:
+    """Big enough for several overview levels and 24 blocks, small enough for a fast test."""
+    return make_grid(3000, 2000)
+
+
+@pytest.fixture
+def old_file(tmp_path: Path) -> Path:
+    """A previous product at the output path, which a failed write must leave untouched."""
+    path = tmp_path / "change.tif"
+    path.write_bytes(b"an older product")
+    return path
+
+
+def test_blocks_in_random_order_round_trip(tmp_path: Path, multi_block_grid: Grid) -> None:
+    path = tmp_path / "change.tif"
+    values = change_values(multi_block_grid)
+    write_blocks(path, multi_block_grid, values)
+    assert_valid_cog(path)
+    with rasterio.open(path) as src:
+        assert src.crs.to_epsg() == 32633
+        assert src.transform == multi_block_grid.transform
+        assert (src.width, src.height) == (1100, 700)
+        assert src.dtypes == ("float32",)
+        assert np.isnan(src.nodata)
+        assert src.block_shapes == [(512, 512)]
+        assert src.compression.name.lower() == "deflate"
+        assert src.overviews(1) == [2]
+        assert src.tags()["OVERVIEW_RESAMPLING"] == "AVERAGE"
+        np.testing.assert_array_equal(src.read(1), values)
+        assert src.read_masks(1)[:, 5:9].max() == 0
+
+
+@pytest.mark.filterwarnings("ignore:Mean of empty slice:RuntimeWarning")
+def test_overviews_average_ignoring_nodata(tmp_path: Path, multi_block_grid: Grid) -> None:
+    path = tmp_path / "change.tif"
+    values = change_values(multi_block_grid)
+    values[0, 0] = np.nan  # one of four pixels of overview pixel (0, 0)
+    write_blocks(path, multi_block_grid, values)
+    with rasterio.open(path, overview_level=0) as ovr:
+        overview = ovr.read(1)
+    expected = np.nanmean(values.reshape(350, 2, 550, 2), axis=(1, 3))  # NaN where all four are NaN
+    np.testing.assert_allclose(overview, expected, rtol=1e-6)
+    assert overview[0, 0] == pytest.approx(np.nanmean(values[:2, :2]), rel=1e-6)
+
+
+def test_unwritten_windows_are_nodata(tmp_path: Path, multi_block_grid: Grid) -> None:
+    path = tmp_path / "change.tif"
+    values = change_values(multi_block_grid)
+    windows = list(multi_block_grid.windows())
+    skipped = windows[1]
+    with ChangeCogWriter(path, multi_block_grid) as writer:
+        for w in windows:
+            if w != skipped:
+                writer.write(w, values[w.toslices()])
+        writer.write(Window(0, 600, 20, 10), np.full((10, 20), 0.25, np.float32))  # partial overwrite
+    assert_valid_cog(path)
+    with rasterio.open(path) as src:
+        data = src.read(1)
+    assert np.isnan(data[skipped.toslices()]).all()
+    np.testing.assert_array_equal(data[600:610, 0:20], 0.25)
+    np.testing.assert_array_equal(data[windows[0].toslices()], values[windows[0].toslices()])
+
+
+def test_nothing_written_gives_all_nodata_cog(tmp_path: Path, multi_block_grid: Grid) -> None:
+    path = tmp_path / "change.tif"
+    with ChangeCogWriter(path, multi_block_grid):
+        pass
+    assert_valid_cog(path)
+    with rasterio.open(path) as src:
+        assert np.isnan(src.read(1)).all()
+
+
+def test_single_pixel_grid(tmp_path: Path, single_pixel_grid: Grid) -> None:
+    path = tmp_path / "change.tif"
+    with ChangeCogWriter(path, single_pixel_grid) as writer:
+        writer.write(Window(0, 0, 1, 1), np.array([[0.75]], np.float32))
+    assert_valid_cog(path)
+    with rasterio.open(path) as src:
+        assert src.read(1).tolist() == [[0.75]]
+        assert src.overviews(1) == []
+
+
+def test_big_grid_streams_blocks(tmp_path: Path, big_grid: Grid) -> None:
+    path = tmp_path / "change.tif"
+    checks = {}
+    with ChangeCogWriter(path, big_grid) as writer:
+        for i, w in enumerate(big_grid.windows()):
+            block = np.full((w.height, w.width), i / 100.0, np.float32)
+            writer.write(w, block)
+            checks[i] = w
+    assert_valid_cog(path)
+    assert list(tmp_path.iterdir()) == [path]
+    with rasterio.open(path) as src:
+        assert src.overviews(1) == [2, 4]
+        for i in (0, 5, len(checks) - 1):
+            np.testing.assert_array_equal(src.read(1, window=checks[i]), np.float32(i / 100.0))
+
+
+def test_exception_leaves_no_file(tmp_path: Path, multi_block_grid: Grid) -> None:
+    path = tmp_path / "change.tif"
+    values = change_values(multi_block_grid)
+    with (
+        pytest.raises(RuntimeError, match="source failed"),
+        ChangeCogWriter(path, multi_block_grid) as writer,
+    ):
+        w = next(multi_block_grid.windows())
+        writer.write(w, values[w.toslices()])
+        raise RuntimeError("source failed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_exception_keeps_older_file(tmp_path: Path, multi_block_grid: Grid, old_file: Path) -> None:
+    with pytest.raises(KeyboardInterrupt), ChangeCogWriter(old_file, multi_block_grid):
+        raise KeyboardInterrupt
+    assert old_file.read_bytes() == b"an older product"
+    assert list(tmp_path.iterdir()) == [old_file]
+
+
+def test_success_replaces_older_file(tmp_path: Path, single_pixel_grid: Grid, old_file: Path) -> None:
+    with ChangeCogWriter(old_file, single_pixel_grid) as writer:
+        writer.write(Window(0, 0, 1, 1), np.array([[0.5]], np.float32))
+    assert_valid_cog(old_file)
+    assert list(tmp_path.iterdir()) == [old_file]
+
+
+def test_block_of_wrong_shape_is_refused(tmp_path: Path, multi_block_grid: Grid) -> None:
+    path = tmp_path / "change.tif"
+    with pytest.raises(ValueError, match="does not match"), ChangeCogWriter(path, multi_block_grid) as w:
+        w.write(Window(0, 0, 512, 512), np.zeros((512, 511), np.float32))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_window_outside_grid_is_refused(tmp_path: Path, multi_block_grid: Grid) -> None:
+    path = tmp_path / "change.tif"
+    with pytest.raises(ValueError, match="outside the grid"), ChangeCogWriter(path, multi_block_grid) as w:
+        w.write(Window(1000, 0, 512, 512), np.zeros((512, 512), np.float32))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_output_folder(tmp_path: Path, single_pixel_grid: Grid) -> None:
+    with (
+        pytest.raises(OutputError, match="does not exist"),
+        ChangeCogWriter(tmp_path / "missing" / "change.tif", single_pixel_grid),
+    ):
+        pass
+
+
+def test_write_outside_with_is_refused(tmp_path: Path, single_pixel_grid: Grid) -> None:
+    writer = ChangeCogWriter(tmp_path / "change.tif", single_pixel_grid)
+    with pytest.raises(RuntimeError, match="outside its 'with'"):
+        writer.write(Window(0, 0, 1, 1), np.zeros((1, 1), np.float32))
