@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -18,6 +19,8 @@ from generator.plan import Job
 
 console = Console(stderr=True)
 out = Console()
+if not out.is_terminal:  # piped or logged: keep one line per row rather than wrap at 80 columns
+    out.width = max(out.width, 120)
 
 
 class ProgressReporter:
@@ -76,9 +79,13 @@ def _print_summary(catalog_dir: Path) -> None:
         console.print(f"no catalog at {catalog_dir}")
         return
     rows = summarize(catalog_dir)
-    table = Table(title=f"{catalog_dir}")
-    for name in ("item", "region", "years", "method", "mean change", "changed area > 0.2"):
-        table.add_column(name, justify="right" if name.startswith(("mean", "changed")) else "left")
+    table = Table(title=f"{catalog_dir}", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("item", overflow="fold")
+    table.add_column("region", overflow="fold")
+    table.add_column("years", no_wrap=True)
+    table.add_column("method", no_wrap=True)
+    table.add_column("mean change", justify="right", no_wrap=True)
+    table.add_column("changed area > 0.2", justify="right", no_wrap=True)
     for r in rows:
         table.add_row(
             r["item_id"],
