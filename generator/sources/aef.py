@@ -1,12 +1,14 @@
 """The "aef" source: change computed locally from a copy of the AEF COGs (folder, https, s3 or gs).
 
 For each block of the output grid and each year, the tiles whose footprint intersects the block are read
-through a WarpedVRT onto the output grid (nearest: in-zone pixels are copied unchanged, other-zone tiles
-are reprojected, bottom-up files are handled), de-quantized, renormalized and compared.
+onto the output grid: tiles on the grid's own lattice by a plain windowed read (flipped, since the files
+are stored bottom-up), other-zone tiles through a WarpedVRT (nearest). Then de-quantized, renormalized
+and compared.
 """
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import shapely
+from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.session import DummySession
@@ -34,9 +37,11 @@ INDEX_NAME = "aef_index.parquet"
 INDEX_COLUMNS = ["fid", "path", "year", "crs", "utm_west", "utm_south", "utm_east", "utm_north", "geometry"]
 BANDS = 64
 NODATA = -128
-READ_THREADS = 4
+READ_THREADS = max(1, min(4, os.cpu_count() or 1))
 """Blocks computed at once; each holds about 100 MB at most (two 512² × 64 int8 mosaics + float strips)."""
 STRIP_ROWS = 64
+LATTICE_TOLERANCE = 1e-6
+"""How far (in pixels) a file's origin may sit from the grid's lattice and still be read without warping."""
 """Rows de-quantized to float32 at a time, to keep the float copies of a block small."""
 
 
@@ -158,20 +163,30 @@ class AefSource(Source):
         tiles = self._candidates(to_crs(area, grid.crs, "EPSG:4326"), year)
         for tile in sorted(tiles, key=lambda t: (t.crs != grid.crs, t.fid)):
             data = self._read(tile, grid, window)
-            take = ~(data == NODATA).all(axis=0) & ~filled
-            out[:, take] = data[:, take]
+            take = (data[0] != NODATA) & ~filled  # nodata is −128 in all bands at once
+            np.copyto(out, data, where=take)
             filled |= take
             if filled.all():
                 break
         return out
 
     def _read(self, tile: _Tile, grid: Grid, window: Window) -> np.ndarray:
-        """One tile resampled (nearest) onto a window of the output grid, −128 where it has no data."""
+        """One tile on a window of the output grid, −128 where it has no data.
+
+        A tile on the grid's own pixel lattice is read directly (and flipped if stored bottom-up); any other
+        goes through a WarpedVRT (nearest), which reprojects it.
+        """
         try:
             with (
                 rasterio.Env(session=DummySession(), **self._gdal_options),
                 rasterio.open(gdal_path(tile.href)) as src,
-                WarpedVRT(
+            ):
+                if src.count != BANDS:
+                    raise SourceError(f"AEF tile {public_href(tile.href)} has {src.count} bands, not {BANDS}")
+                rows = _lattice_rows(src.transform, src.crs.to_string(), grid, window)
+                if rows is not None:
+                    return _read_aligned(src, window, *rows)
+                with WarpedVRT(
                     src,
                     crs=grid.crs,
                     transform=grid.window_transform(window),
@@ -180,13 +195,36 @@ class AefSource(Source):
                     resampling=Resampling.nearest,
                     src_nodata=NODATA,
                     nodata=NODATA,
-                ) as vrt,
-            ):
-                if vrt.count != BANDS:
-                    raise SourceError(f"AEF tile {public_href(tile.href)} has {vrt.count} bands, not {BANDS}")
-                return vrt.read().astype(np.int8, copy=False)
+                ) as vrt:
+                    return vrt.read().astype(np.int8, copy=False)
         except RasterioError as exc:
             raise SourceError(f"AEF tile {public_href(tile.href)} could not be read: {exc}") from None
+
+
+def _lattice_rows(transform: Affine, crs: str, grid: Grid, window: Window) -> tuple[int, int, bool] | None:
+    """(first row, first col, bottom-up) of the window in a file on the grid's own lattice, else None."""
+    t = grid.window_transform(window)
+    if crs != grid.crs or transform.b or transform.d or transform.a != t.a or abs(transform.e) != abs(t.e):
+        return None
+    col = (t.c - transform.c) / transform.a
+    if transform.e > 0:  # bottom-up: row 0 is the southern edge
+        row = (t.f + t.e * window.height - transform.f) / transform.e
+    else:
+        row = (t.f - transform.f) / transform.e
+    if abs(col - round(col)) > LATTICE_TOLERANCE or abs(row - round(row)) > LATTICE_TOLERANCE:
+        return None
+    return round(row), round(col), transform.e > 0
+
+
+def _read_aligned(src: rasterio.DatasetReader, window: Window, row: int, col: int, flip: bool) -> np.ndarray:
+    """The window's pixels copied from a file on the same lattice, −128 outside the file."""
+    height, width = int(window.height), int(window.width)
+    out = np.full((BANDS, height, width), NODATA, dtype=np.int8)
+    r0, r1 = max(row, 0), min(row + height, src.height)
+    c0, c1 = max(col, 0), min(col + width, src.width)
+    if r0 < r1 and c0 < c1:
+        out[:, r0 - row : r1 - row, c0 - col : c1 - col] = src.read(window=Window(c0, r0, c1 - c0, r1 - r0))
+    return out[:, ::-1] if flip else out
 
 
 def _change(a: np.ndarray, b: np.ndarray, from_dot: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
