@@ -23,7 +23,7 @@ from generator.methods import METHODS
 from generator.plan import Job, check_years, make_jobs
 from generator.product import Product
 from generator.quicklook import write_quicklook
-from generator.raster import ChangeCogWriter
+from generator.raster import CogWriter
 from generator.sources import open_source
 from generator.sources.base import Block, Source
 from generator.stats import StatsAccumulator
@@ -142,7 +142,7 @@ def make_product(
     reporter.job_started(job, len(windows))
     out_dir.mkdir(parents=True, exist_ok=True)
     cog_path, thumbnail_path = out_dir / COG_NAME, out_dir / THUMBNAIL_NAME
-    with ChangeCogWriter(cog_path, grid) as writer:
+    with CogWriter(cog_path, grid) as writer:
         blocks = source.compute(grid, job.from_year, job.to_year, job.method, windows)
         for window, values in mask_outside(blocks, region, grid):
             writer.write(window, values)

@@ -1,4 +1,4 @@
-"""Streaming writer of change rasters: blocks → temporary tiled GeoTIFF → validated COG, atomically.
+"""Streaming COG writer: blocks → temporary tiled GeoTIFF → validated COG, atomically.
 
 Memory stays bounded whatever the grid size: blocks go straight to a tiled GeoTIFF on disk (GDAL writes
 them tile by tile), rio-cogeo copies it block by block into an on-disk intermediate (never ``in_memory``)
@@ -32,8 +32,9 @@ COMPRESSION = "DEFLATE"
 """DEFLATE rather than ZSTD: every GDAL/libtiff/geotiff.js reader decodes it (rio-cogeo warns that ZSTD
 COGs may not be readable by software built against older libtiff)."""
 
-PREDICTOR = 3
-"""Floating-point predictor (TIFF predictor 3): smooth float32 change values compress much better."""
+PREDICTORS = {"float32": 3, "uint16": 2}
+"""TIFF predictor by data type: floating-point (3) for change values, horizontal differencing (2) for
+integer reflectances; both make smooth rasters compress much better."""
 
 OVERVIEW_RESAMPLING = "average"
 """Change values are continuous: an overview pixel should show the mean change of the area it covers.
@@ -54,6 +55,15 @@ GDAL_CONFIG = {
 TMP_PREFIX = ".tmp-"
 
 
+def overview_levels(width: int, height: int) -> int:
+    """Halvings until the longest side fits one block: rio-cogeo's default stops at the *shortest*
+    side, which leaves e.g. a 700×300 raster without overviews, and such a COG fails strict validation."""
+    levels = 0
+    while max(width, height) > BLOCK_SIZE * 2**levels:
+        levels += 1
+    return levels
+
+
 def _gdal_env() -> rasterio.Env:
     """GDAL settings for one call of the writer.
 
@@ -65,21 +75,27 @@ def _gdal_env() -> rasterio.Env:
     return rasterio.Env(**GDAL_CONFIG)
 
 
-class ChangeCogWriter:
+class CogWriter:
     """Context manager: ``write(window, values)`` blocks in any order, get a validated COG at ``path``.
 
     On a clean exit the COG appears at ``path`` in one atomic rename. On an exception inside the
     ``with`` every temporary is deleted and ``path`` is left as it was (absent, or an older file).
-    Pixels of windows never written are nodata (NaN).
+    Pixels of windows never written are nodata. The default is the change raster: one float32 band,
+    nodata NaN; ``count``/``dtype``/``nodata`` make others (e.g. a 3-band uint16 RGB composite).
     """
 
-    def __init__(self, path: Path, grid: Grid) -> None:
+    def __init__(
+        self, path: Path, grid: Grid, count: int = 1, dtype: str = DTYPE, nodata: float = NODATA
+    ) -> None:
+        if dtype not in PREDICTORS:
+            raise ValueError(f"dtype {dtype}: the writer handles {', '.join(PREDICTORS)}")
         self.path = Path(path)
         self.grid = grid
+        self.count, self.dtype, self.nodata = count, dtype, nodata
         self._tmpdir: Path | None = None
         self._dst: rasterio.io.DatasetWriter | None = None
 
-    def __enter__(self) -> ChangeCogWriter:
+    def __enter__(self) -> CogWriter:
         if not self.path.parent.is_dir():
             raise OutputError(f"{self.path}: the output folder {self.path.parent} does not exist")
         self._tmpdir = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{self.path.name}-", dir=self.path.parent))
@@ -91,9 +107,9 @@ class ChangeCogWriter:
                     driver="GTiff",
                     width=self.grid.width,
                     height=self.grid.height,
-                    count=1,
-                    dtype=DTYPE,
-                    nodata=NODATA,
+                    count=self.count,
+                    dtype=self.dtype,
+                    nodata=self.nodata,
                     crs=self.grid.crs,
                     transform=self.grid.transform,
                     tiled=True,
@@ -104,7 +120,7 @@ class ChangeCogWriter:
                     # Light compression keeps the intermediate small on disk; speed matters more here.
                     compress="DEFLATE",
                     zlevel=1,
-                    predictor=PREDICTOR,
+                    predictor=PREDICTORS[self.dtype],
                     BIGTIFF="IF_SAFER",
                 )
         except Exception:
@@ -113,17 +129,19 @@ class ChangeCogWriter:
         return self
 
     def write(self, window: Window, values: np.ndarray) -> None:
-        """Write one block of change values (NaN = nodata) at ``window`` of the grid."""
+        """Write one block at ``window`` of the grid: (rows, cols) for one band, else (bands, rows, cols)."""
         if self._dst is None:
-            raise RuntimeError("ChangeCogWriter.write() called outside its 'with' block")
+            raise RuntimeError("CogWriter.write() called outside its 'with' block")
         rows, cols = int(window.height), int(window.width)
-        if values.shape != (rows, cols):
+        if values.ndim == 2:
+            values = values[np.newaxis]
+        if values.shape != (self.count, rows, cols):
             raise ValueError(f"block of shape {values.shape} does not match window {window} ({rows}, {cols})")
         r0, c0 = int(window.row_off), int(window.col_off)
         if r0 < 0 or c0 < 0 or r0 + rows > self.grid.height or c0 + cols > self.grid.width:
             raise ValueError(f"window {window} lies outside the grid {self.grid.width}×{self.grid.height}")
         with _gdal_env():
-            self._dst.write(values.astype(np.float32, copy=False), 1, window=window)
+            self._dst.write(values.astype(self.dtype, copy=False), window=window)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -142,7 +160,9 @@ class ChangeCogWriter:
         assert self._tmpdir is not None
         stream, cog = self._tmpdir / "stream.tif", self._tmpdir / "cog.tif"
         profile = cog_profiles.get(COMPRESSION.lower())
-        profile.update(blockxsize=BLOCK_SIZE, blockysize=BLOCK_SIZE, predictor=PREDICTOR, BIGTIFF="IF_SAFER")
+        profile.update(
+            blockxsize=BLOCK_SIZE, blockysize=BLOCK_SIZE, predictor=PREDICTORS[self.dtype], BIGTIFF="IF_SAFER"
+        )
         try:
             with _gdal_env(), warnings.catch_warnings():
                 # rio-cogeo 7.0 builds its WarpedVRT with `Affine * Affine`, which rasterio 1.4 flags as
@@ -152,7 +172,8 @@ class ChangeCogWriter:
                     stream,
                     cog,
                     profile,
-                    nodata=NODATA,
+                    nodata=self.nodata,
+                    overview_level=overview_levels(self.grid.width, self.grid.height),
                     overview_resampling=OVERVIEW_RESAMPLING,
                     # Never None (= auto): rio-cogeo keeps rasters below ~120 Mpx (~480 MB float32) in RAM.
                     in_memory=False,

@@ -13,7 +13,7 @@ from rasterio.errors import RasterioIOError
 
 from generator.grid import Grid
 from generator.quicklook import MAX_SIDE, PALETTE_STOPS, RESCALE, titiler_colormap, write_quicklook
-from generator.raster import ChangeCogWriter
+from generator.raster import CogWriter
 
 BLACK, BLUE, CYAN, YELLOW, RED = (0, 0, 0), (0, 0, 255), (0, 255, 255), (255, 255, 0), (255, 0, 0)
 
@@ -22,7 +22,7 @@ def write_cog(path: Path, values: np.ndarray) -> Path:
     """A real product COG of the given whole-grid values, written block by block."""
     rows, cols = values.shape
     grid = Grid("EPSG:32633", Affine(10, 0, 400000, 0, -10, 5800000), cols, rows)
-    with ChangeCogWriter(path, grid) as writer:
+    with CogWriter(path, grid) as writer:
         for w in grid.windows():
             writer.write(w, values[w.toslices()])
     return path

@@ -1,4 +1,4 @@
-"""ChangeCogWriter: streamed blocks → valid COG, nodata where unwritten, atomic on success and failure."""
+"""CogWriter: streamed blocks → valid COG, nodata where unwritten, atomic on success and failure."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from rio_cogeo.cogeo import cog_validate
 
 from generator.errors import OutputError
 from generator.grid import Grid
-from generator.raster import ChangeCogWriter
+from generator.raster import CogWriter
 
 ORIGIN = (399960.0, 5900040.0)
 
@@ -39,14 +39,14 @@ def assert_valid_cog(path: Path) -> None:
 def write_blocks(path: Path, grid: Grid, values: np.ndarray, seed: int = 1) -> None:
     windows = list(grid.windows())
     random.Random(seed).shuffle(windows)
-    with ChangeCogWriter(path, grid) as writer:
+    with CogWriter(path, grid) as writer:
         for w in windows:
             writer.write(w, values[w.toslices()])
 
 
 @pytest.fixture
 def multi_block_grid() -> Grid:
-    """Not a multiple of 512 in either direction, so edge blocks are partial; has one overview level."""
+    """Not a multiple of 512 in either direction, so edge blocks are partial; has two overview levels."""
     return make_grid(1100, 700)
 
 
@@ -82,7 +82,7 @@ def test_blocks_in_random_order_round_trip(tmp_path: Path, multi_block_grid: Gri
         assert np.isnan(src.nodata)
         assert src.block_shapes == [(512, 512)]
         assert src.compression.name.lower() == "deflate"
-        assert src.overviews(1) == [2]
+        assert src.overviews(1) == [2, 4]  # down to 275×175: the longest side fits one block
         assert src.tags()["OVERVIEW_RESAMPLING"] == "AVERAGE"
         np.testing.assert_array_equal(src.read(1), values)
         assert src.read_masks(1)[:, 5:9].max() == 0
@@ -106,7 +106,7 @@ def test_unwritten_windows_are_nodata(tmp_path: Path, multi_block_grid: Grid) ->
     values = change_values(multi_block_grid)
     windows = list(multi_block_grid.windows())
     skipped = windows[1]
-    with ChangeCogWriter(path, multi_block_grid) as writer:
+    with CogWriter(path, multi_block_grid) as writer:
         for w in windows:
             if w != skipped:
                 writer.write(w, values[w.toslices()])
@@ -121,7 +121,7 @@ def test_unwritten_windows_are_nodata(tmp_path: Path, multi_block_grid: Grid) ->
 
 def test_nothing_written_gives_all_nodata_cog(tmp_path: Path, multi_block_grid: Grid) -> None:
     path = tmp_path / "change.tif"
-    with ChangeCogWriter(path, multi_block_grid):
+    with CogWriter(path, multi_block_grid):
         pass
     assert_valid_cog(path)
     with rasterio.open(path) as src:
@@ -130,7 +130,7 @@ def test_nothing_written_gives_all_nodata_cog(tmp_path: Path, multi_block_grid: 
 
 def test_single_pixel_grid(tmp_path: Path, single_pixel_grid: Grid) -> None:
     path = tmp_path / "change.tif"
-    with ChangeCogWriter(path, single_pixel_grid) as writer:
+    with CogWriter(path, single_pixel_grid) as writer:
         writer.write(Window(0, 0, 1, 1), np.array([[0.75]], np.float32))
     assert_valid_cog(path)
     with rasterio.open(path) as src:
@@ -141,7 +141,7 @@ def test_single_pixel_grid(tmp_path: Path, single_pixel_grid: Grid) -> None:
 def test_big_grid_streams_blocks(tmp_path: Path, big_grid: Grid) -> None:
     path = tmp_path / "change.tif"
     checks = {}
-    with ChangeCogWriter(path, big_grid) as writer:
+    with CogWriter(path, big_grid) as writer:
         for i, w in enumerate(big_grid.windows()):
             block = np.full((w.height, w.width), i / 100.0, np.float32)
             writer.write(w, block)
@@ -149,7 +149,7 @@ def test_big_grid_streams_blocks(tmp_path: Path, big_grid: Grid) -> None:
     assert_valid_cog(path)
     assert list(tmp_path.iterdir()) == [path]
     with rasterio.open(path) as src:
-        assert src.overviews(1) == [2, 4]
+        assert src.overviews(1) == [2, 4, 8]
         for i in (0, 5, len(checks) - 1):
             np.testing.assert_array_equal(src.read(1, window=checks[i]), np.float32(i / 100.0))
 
@@ -159,7 +159,7 @@ def test_exception_leaves_no_file(tmp_path: Path, multi_block_grid: Grid) -> Non
     values = change_values(multi_block_grid)
     with (
         pytest.raises(RuntimeError, match="source failed"),
-        ChangeCogWriter(path, multi_block_grid) as writer,
+        CogWriter(path, multi_block_grid) as writer,
     ):
         w = next(multi_block_grid.windows())
         writer.write(w, values[w.toslices()])
@@ -168,14 +168,14 @@ def test_exception_leaves_no_file(tmp_path: Path, multi_block_grid: Grid) -> Non
 
 
 def test_exception_keeps_older_file(tmp_path: Path, multi_block_grid: Grid, old_file: Path) -> None:
-    with pytest.raises(KeyboardInterrupt), ChangeCogWriter(old_file, multi_block_grid):
+    with pytest.raises(KeyboardInterrupt), CogWriter(old_file, multi_block_grid):
         raise KeyboardInterrupt
     assert old_file.read_bytes() == b"an older product"
     assert list(tmp_path.iterdir()) == [old_file]
 
 
 def test_success_replaces_older_file(tmp_path: Path, single_pixel_grid: Grid, old_file: Path) -> None:
-    with ChangeCogWriter(old_file, single_pixel_grid) as writer:
+    with CogWriter(old_file, single_pixel_grid) as writer:
         writer.write(Window(0, 0, 1, 1), np.array([[0.5]], np.float32))
     assert_valid_cog(old_file)
     assert list(tmp_path.iterdir()) == [old_file]
@@ -183,14 +183,14 @@ def test_success_replaces_older_file(tmp_path: Path, single_pixel_grid: Grid, ol
 
 def test_block_of_wrong_shape_is_refused(tmp_path: Path, multi_block_grid: Grid) -> None:
     path = tmp_path / "change.tif"
-    with pytest.raises(ValueError, match="does not match"), ChangeCogWriter(path, multi_block_grid) as w:
+    with pytest.raises(ValueError, match="does not match"), CogWriter(path, multi_block_grid) as w:
         w.write(Window(0, 0, 512, 512), np.zeros((512, 511), np.float32))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_window_outside_grid_is_refused(tmp_path: Path, multi_block_grid: Grid) -> None:
     path = tmp_path / "change.tif"
-    with pytest.raises(ValueError, match="outside the grid"), ChangeCogWriter(path, multi_block_grid) as w:
+    with pytest.raises(ValueError, match="outside the grid"), CogWriter(path, multi_block_grid) as w:
         w.write(Window(1000, 0, 512, 512), np.zeros((512, 512), np.float32))
     assert list(tmp_path.iterdir()) == []
 
@@ -198,12 +198,38 @@ def test_window_outside_grid_is_refused(tmp_path: Path, multi_block_grid: Grid) 
 def test_missing_output_folder(tmp_path: Path, single_pixel_grid: Grid) -> None:
     with (
         pytest.raises(OutputError, match="does not exist"),
-        ChangeCogWriter(tmp_path / "missing" / "change.tif", single_pixel_grid),
+        CogWriter(tmp_path / "missing" / "change.tif", single_pixel_grid),
     ):
         pass
 
 
 def test_write_outside_with_is_refused(tmp_path: Path, single_pixel_grid: Grid) -> None:
-    writer = ChangeCogWriter(tmp_path / "change.tif", single_pixel_grid)
+    writer = CogWriter(tmp_path / "change.tif", single_pixel_grid)
     with pytest.raises(RuntimeError, match="outside its 'with'"):
         writer.write(Window(0, 0, 1, 1), np.zeros((1, 1), np.float32))
+
+
+def test_a_three_band_uint16_composite(tmp_path: Path) -> None:
+    grid = Grid("EPSG:32633", Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5800000.0), 700, 300)
+    rgb = np.arange(3 * 300 * 700, dtype=np.uint16).reshape(3, 300, 700) % 5000 + 1
+    rgb[:, :10, :10] = 0
+    path = tmp_path / "s2.tif"
+    with CogWriter(path, grid, count=3, dtype="uint16", nodata=0) as writer:
+        for window in grid.windows():
+            writer.write(window, rgb[:, window.toslices()[0], window.toslices()[1]])
+    assert cog_validate(path, strict=True)[:2] == (True, [])
+    with rasterio.open(path) as ds:
+        assert (ds.count, ds.dtypes, ds.nodata) == (3, ("uint16",) * 3, 0)
+        np.testing.assert_array_equal(ds.read(), rgb)
+
+
+@pytest.mark.parametrize(("width", "height"), [(700, 300), (300, 700), (513, 1)])
+def test_long_thin_grids_get_overviews(tmp_path: Path, width: int, height: int) -> None:
+    """rio-cogeo's default counts overview levels on the shortest side and gives none here, which fails
+    strict validation; the longest side decides."""
+    path = tmp_path / "change.tif"
+    grid = make_grid(width, height)
+    write_blocks(path, grid, np.ones((height, width), np.float32))
+    assert_valid_cog(path)
+    with rasterio.open(path) as src:
+        assert src.overviews(1) == [2]
