@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -25,7 +25,8 @@ from catalog.extension import CHANGE_EXTENSION
 from catalog.files import FileFacts, RasterFacts
 from catalog.render import change_renders
 from generator.errors import OutputError
-from generator.product import Product
+from generator.methods import METHODS
+from generator.product import CONTEXT_PREFIX, Product
 
 RASTER_EXTENSION = "https://stac-extensions.github.io/raster/v2.0.0/schema.json"
 PROJECTION_EXTENSION = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
@@ -52,6 +53,7 @@ NODATA = "nan"
 SOFTWARE = "changecat"
 EXPRESSION_FORMAT = "text/plain"
 """processing:expression format: the method's formula as human-readable text (Product.expression)."""
+S2_RGB = (("B4", "red"), ("B3", "green"), ("B2", "blue"))
 KEYWORDS = ["change detection", "satellite embeddings", "embedding", "land cover change", "COG"]
 
 
@@ -62,6 +64,7 @@ class ProductFacts:
     cog: FileFacts
     thumbnail: FileFacts
     raster: RasterFacts
+    context: dict[str, tuple[FileFacts, RasterFacts]] = field(default_factory=dict)  # by asset key
 
 
 def clean_href(href: str) -> str:
@@ -134,6 +137,33 @@ def _thumbnail_asset(product: Product, facts: ProductFacts) -> pystac.Asset:
     )
 
 
+def _context_asset(product: Product, key: str, facts: tuple[FileFacts, RasterFacts]) -> pystac.Asset:
+    """A year's Sentinel-2 RGB composite, shown beside the change map as the blog did."""
+    file, r = facts
+    year = key.removeprefix(CONTEXT_PREFIX)
+    return pystac.Asset(
+        href="./" + product.context[key].name,
+        title=f"Sentinel-2 median RGB {year} (cloud-masked)",
+        description=(
+            f"Median of the {year} Sentinel-2 L2A scenes (COPERNICUS/S2_SR_HARMONIZED) with QA60 cloud "
+            "and cirrus bits clear, bands B4, B3, B2 as DN (reflectance × 10000); 0 = no clear observation."
+        ),
+        media_type=COG_MEDIA_TYPE,
+        roles=["visual"],
+        extra_fields={
+            "data_type": r.data_type,
+            "nodata": 0,
+            "bands": [{"name": b, "description": f"Sentinel-2 {b} ({c})"} for b, c in S2_RGB],
+            "raster:spatial_resolution": r.resolution,
+            "proj:code": r.code,
+            "proj:shape": list(r.shape),
+            "proj:transform": list(r.transform),
+            "file:size": file.size,
+            "file:checksum": file.checksum,
+        },
+    )
+
+
 def _derived_from(product: Product) -> list[str]:
     info = dataset_info(product.source.dataset)
     hrefs = [clean_href(h) for h in product.source.derived_from]
@@ -156,7 +186,7 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
     properties: dict[str, Any] = {
         "title": f"{job.region.title}: change {job.from_year}→{job.to_year} ({job.method})",
         "description": (
-            f"Per-pixel change of the {product.source.dataset} embeddings of region '{job.region.id}' "
+            f"Per-pixel change of {product.source.dataset} in region '{job.region.id}' "
             f"between {job.from_year} and {job.to_year}, method {job.method}: {product.expression}."
         ),
         "change:region": job.region.id,
@@ -176,9 +206,9 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
         "change:fingerprint": product.fingerprint,
         "processing:software": {SOFTWARE: product.software_version},
         "processing:lineage": (
-            f"Embeddings of {job.from_year} and {job.to_year} read from the {product.source.kind} source "
-            f"{location}, de-quantized and renormalized to unit length, compared per pixel ({job.method}) "
-            f"on the region's {job.grid.crs} grid; pixels outside the region or without data are NaN."
+            f"The {METHODS[job.method].inputs} of {job.from_year} and {job.to_year}, read from the "
+            f"{product.source.kind} source {location}, compared per pixel ({job.method}) on the region's "
+            f"{job.grid.crs} grid; pixels outside the region or without data are NaN."
         ),
         "processing:expression": {"format": EXPRESSION_FORMAT, "expression": product.expression},
         "processing:datetime": datetime_to_str(created),
@@ -203,6 +233,8 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
     )
     item.add_asset(CHANGE_ASSET, _change_asset(product, facts))
     item.add_asset(THUMBNAIL_ASSET, _thumbnail_asset(product, facts))
+    for key in sorted(product.context):
+        item.add_asset(key, _context_asset(product, key, facts.context[key]))
     item.add_link(pystac.Link("root", layout.ITEM_TO_ROOT, media_type=layout.JSON_MEDIA_TYPE))
     item.add_link(pystac.Link("parent", layout.ITEM_TO_COLLECTION, media_type=layout.JSON_MEDIA_TYPE))
     item.add_link(pystac.Link("collection", layout.ITEM_TO_COLLECTION, media_type=layout.JSON_MEDIA_TYPE))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from generator.methods import S2_DATASET
 from generator.sources.base import AEF_DATASET
 
 
@@ -39,7 +40,16 @@ AEF_INFO = DatasetInfo(
     ),
     keywords=("AlphaEarth Foundations", "Google", "Google DeepMind"),
 )
-DATASETS: dict[str, DatasetInfo] = {AEF_DATASET: AEF_INFO}
+S2_INFO = DatasetInfo(
+    title="Sentinel-2 MSI Level-2A surface reflectance (harmonized)",
+    license="other",
+    license_url="https://sentinels.copernicus.eu/documents/247904/690755/Sentinel_Data_Legal_Notice",
+    attribution="Contains modified Copernicus Sentinel data, processed by Google Earth Engine.",
+    producer="European Union / ESA / Copernicus",
+    page="https://developers.google.com/earth-engine/datasets/catalog/COPERNICUS_S2_SR_HARMONIZED",
+    keywords=("Sentinel-2", "Copernicus"),
+)
+DATASETS: dict[str, DatasetInfo] = {AEF_DATASET: AEF_INFO, S2_DATASET: S2_INFO}
 
 
 def dataset_info(dataset: str) -> DatasetInfo:

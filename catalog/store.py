@@ -32,7 +32,9 @@ def load_fingerprints(root: Path) -> dict[str, str]:
 
 def product_facts(product: Product, folder: Path) -> ProductFacts:
     """Size, checksum and grid of the product files, which must lie in the item's folder."""
-    for path, what in ((product.cog_path, "change COG"), (product.thumbnail_path, "thumbnail")):
+    files = [(product.cog_path, "change COG"), (product.thumbnail_path, "thumbnail")]
+    files += [(path, f"context asset {key}") for key, path in product.context.items()]
+    for path, what in files:
         if Path(path).resolve().parent != folder:
             raise OutputError(
                 f"product {product.job.item_id}: the {what} {path} must be written in the item folder "
@@ -42,6 +44,7 @@ def product_facts(product: Product, folder: Path) -> ProductFacts:
         cog=file_facts(product.cog_path),
         thumbnail=file_facts(product.thumbnail_path),
         raster=raster_facts(product.cog_path),
+        context={key: (file_facts(p), raster_facts(p)) for key, p in product.context.items()},
     )
 
 

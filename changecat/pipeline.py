@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
 from rasterio.features import geometry_mask
+from rasterio.windows import Window
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
@@ -21,15 +25,19 @@ from generator.errors import ChangecatError, ConfigError, NoDataError
 from generator.grid import Grid, to_crs
 from generator.methods import METHODS
 from generator.plan import Job, check_years, make_jobs
-from generator.product import Product
+from generator.product import CONTEXT_PREFIX, Product
 from generator.quicklook import write_quicklook
 from generator.raster import CogWriter
 from generator.sources import open_source
-from generator.sources.base import Block, Source
+from generator.sources.base import Block, Source, SourceInfo
 from generator.stats import StatsAccumulator
 
 COG_NAME = "change.tif"
 THUMBNAIL_NAME = "thumbnail.png"
+
+STAGING_PREFIX = ".staging-"
+ContextCache = dict[tuple[str, int], Path]
+"""Sentinel-2 composites already written in this run, by (region id, year)."""
 
 
 class Reporter(Protocol):
@@ -81,11 +89,11 @@ def run(config: Config, reporter: Reporter | None = None, force: bool = False) -
             )
         jobs = make_jobs(config.regions, pairs, config.methods, source.grid_origin)
         reporter.run_started(jobs)
-        coll = collection_id(source.info.dataset)
         done = {} if force else load_fingerprints(config.catalog.output)
+        context: ContextCache | None = {} if getattr(config.source, "s2_context", False) else None
         outcomes = []
         for job in jobs:
-            outcome = _run_one(job, source, config, coll, done, reporter)
+            outcome = _run_one(job, source, config, done, reporter, context)
             reporter.job_finished(outcome)
             outcomes.append(outcome)
         return outcomes
@@ -94,14 +102,21 @@ def run(config: Config, reporter: Reporter | None = None, force: bool = False) -
 
 
 def _run_one(
-    job: Job, source: Source, config: Config, coll: str, done: dict[str, str], reporter: Reporter
+    job: Job,
+    source: Source,
+    config: Config,
+    done: dict[str, str],
+    reporter: Reporter,
+    context: ContextCache | None,
 ) -> JobOutcome:
-    fingerprint = job.fingerprint(_source_identity(source), __version__)
+    identity = _source_identity(source) + (":s2-context" if context is not None else "")
+    fingerprint = job.fingerprint(identity, __version__)
     if done.get(job.item_id) == fingerprint:
         return JobOutcome(job, "skipped")
     try:
+        coll = collection_id(product_info(source, job.method).dataset)
         out_dir = item_dir(config.catalog.output, coll, job.item_id)
-        product = make_product(job, source, out_dir, fingerprint, reporter)
+        product = make_product(job, source, out_dir, fingerprint, reporter, context)
         save_catalog(
             config.catalog.output,
             catalog_id=config.catalog.id,
@@ -119,10 +134,22 @@ def _source_identity(source: Source) -> str:
     return f"{info.kind}:{info.dataset}:{info.location}"
 
 
+def product_info(source: Source, method: str) -> SourceInfo:
+    """The source as recorded on a product: a method that reads another dataset (Sentinel-2) names it."""
+    dataset = METHODS[method].dataset
+    return source.info if dataset is None else replace(source.info, dataset=dataset, derived_from=[])
+
+
 def make_product(
-    job: Job, source: Source, out_dir: Path, fingerprint: str = "", reporter: Reporter | None = None
+    job: Job,
+    source: Source,
+    out_dir: Path,
+    fingerprint: str = "",
+    reporter: Reporter | None = None,
+    context: ContextCache | None = None,
 ) -> Product:
-    """Compute one job into ``out_dir`` (COG + quicklook) and return its Product.
+    """Compute one job into ``out_dir`` (COG + quicklook, + Sentinel-2 context COGs when ``context`` is
+    given) and return its Product.
 
     Raises ``NoDataError`` when the region has no data for a year or no valid pixel; nothing is left
     half-written then.
@@ -137,40 +164,92 @@ def make_product(
     method = METHODS[job.method]
     grid = job.grid
     region = to_crs(job.region.geometry, "EPSG:4326", grid.crs)
-    windows = [w for w in source.windows(grid) if region.intersects(box(*grid.window_bounds(w)))]
+    windows = _inside(source.windows(grid), region, grid)
     stats = StatsAccumulator(method.value_range, grid.pixel_area_m2, grid.width * grid.height)
-    reporter.job_started(job, len(windows))
+    context_windows = [] if context is None else _inside(source.context_windows(grid), region, grid)
+    reporter.job_started(job, len(windows) + 2 * len(context_windows))
     out_dir.mkdir(parents=True, exist_ok=True)
-    cog_path, thumbnail_path = out_dir / COG_NAME, out_dir / THUMBNAIL_NAME
-    with CogWriter(cog_path, grid) as writer:
-        blocks = source.compute(grid, job.from_year, job.to_year, job.method, windows)
-        for window, values in mask_outside(blocks, region, grid):
-            writer.write(window, values)
-            stats.update(values)
-            reporter.block_done(job)
-        if stats.count == 0:
-            raise NoDataError(
-                f"region '{job.region.id}' has no valid pixel for {job.from_year}→{job.to_year}: "
-                "every pixel is nodata in at least one of the two years"
+    # Everything is written in a staging folder and moved into place only once all of it succeeded, so a
+    # failure never leaves a product whose files disagree with each other or with its catalog item.
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
+    try:
+        with CogWriter(staging / COG_NAME, grid) as writer:
+            blocks = source.compute(grid, job.from_year, job.to_year, job.method, windows)
+            for window, values in mask_outside(blocks, region, grid):
+                writer.write(window, values)
+                stats.update(values)
+                reporter.block_done(job)
+            if stats.count == 0:
+                raise NoDataError(
+                    f"region '{job.region.id}' has no valid pixel for {job.from_year}→{job.to_year}: "
+                    "every pixel is nodata in at least one of the two years"
+                )
+        write_quicklook(staging / COG_NAME, staging / THUMBNAIL_NAME)
+        years = (job.from_year, job.to_year) if context is not None else ()
+        for year in years:
+            earlier = (context or {}).get((job.region.id, year))
+            _write_context(
+                source, job, year, context_windows, staging / _context_name(year), earlier, reporter
             )
-    write_quicklook(cog_path, thumbnail_path)
+        for path in staging.iterdir():
+            os.replace(path, out_dir / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if context is not None:
+        context.update({(job.region.id, y): out_dir / _context_name(y) for y in years})
     return Product(
         job=job,
-        source=source.info,
-        cog_path=cog_path,
-        thumbnail_path=thumbnail_path,
+        source=product_info(source, job.method),
+        cog_path=out_dir / COG_NAME,
+        thumbnail_path=out_dir / THUMBNAIL_NAME,
         stats=stats.result(),
         expression=method.expression,
         software_version=__version__,
         created=datetime.now(UTC),
         fingerprint=fingerprint,
+        context={f"{CONTEXT_PREFIX}{y}": out_dir / _context_name(y) for y in years},
     )
 
 
-def mask_outside(blocks: Iterator[Block], region: BaseGeometry, grid: Grid) -> Iterator[Block]:
-    """Set pixels whose centre lies outside the region (in the grid's CRS) to NaN."""
+def _context_name(year: int) -> str:
+    return f"{CONTEXT_PREFIX}{year}.tif"
+
+
+def _inside(windows: list[Window], region: BaseGeometry, grid: Grid) -> list[Window]:
+    """The windows that touch the region (in the grid's CRS); the others would be all nodata."""
+    return [w for w in windows if region.intersects(box(*grid.window_bounds(w)))]
+
+
+def _write_context(
+    source: Source,
+    job: Job,
+    year: int,
+    windows: list[Window],
+    path: Path,
+    earlier: Path | None,
+    reporter: Reporter,
+) -> None:
+    """The year's Sentinel-2 RGB composite of the region; copied from ``earlier`` when this run already
+    downloaded it for another job of the region."""
+    if earlier is not None and earlier.is_file():
+        shutil.copyfile(earlier, path)
+        for _ in windows:
+            reporter.block_done(job)
+        return
+    region = to_crs(job.region.geometry, "EPSG:4326", job.grid.crs)
+    blocks = source.context(job.grid, year, windows)
+    with CogWriter(path, job.grid, count=3, dtype="uint16", nodata=0) as writer:
+        for window, rgb in mask_outside(blocks, region, job.grid, nodata=0):
+            writer.write(window, rgb)
+            reporter.block_done(job)
+
+
+def mask_outside(
+    blocks: Iterator[Block], region: BaseGeometry, grid: Grid, nodata: float = np.nan
+) -> Iterator[Block]:
+    """Set pixels whose centre lies outside the region (in the grid's CRS) to ``nodata``, in every band."""
     for window, values in blocks:
         outside = geometry_mask(
-            [region], out_shape=values.shape, transform=grid.window_transform(window), all_touched=False
+            [region], out_shape=values.shape[-2:], transform=grid.window_transform(window), all_touched=False
         )
-        yield window, np.where(outside, np.float32(np.nan), values).astype(np.float32, copy=False)
+        yield window, np.where(outside, values.dtype.type(nodata), values)

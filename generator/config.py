@@ -21,7 +21,7 @@ from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
 from generator.errors import ConfigError
-from generator.methods import DEFAULT_METHOD, METHODS
+from generator.methods import DEFAULT_METHOD, EMBEDDING_METHODS, METHODS
 from generator.plan import Region
 
 REGION_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -60,6 +60,7 @@ class EarthEngineSourceConfig:
     collection: str = "GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL"
     url: str | None = None
     max_concurrency: int = EE_DEFAULT_CONCURRENCY
+    s2_context: bool = False  # add each year's Sentinel-2 RGB composite to every item
     kind: Literal["earthengine"] = "earthengine"
 
 
@@ -126,6 +127,11 @@ def parse_config(data: Any, path: Path) -> Config:
     for m in methods:
         if m not in METHODS:
             problems.append(f"methods: unknown method '{m}'; valid methods: {', '.join(METHODS)}")
+        elif METHODS[m].from_dot is None and data["source"]["kind"] != "earthengine":
+            problems.append(
+                f"methods: '{m}' needs the earthengine source; the {data['source']['kind']} source "
+                f"computes {', '.join(EMBEDDING_METHODS)}"
+            )
     if problems:
         raise ConfigError(_report(path, problems))
     cat = data["catalog"]
@@ -175,7 +181,7 @@ def _explain(error: jsonschema.ValidationError) -> str:
             return "an 'aef' source takes exactly: kind, root (a folder or https://, s3://, gs:// URL)"
         return (
             "an 'earthengine' source takes: kind, project (required), collection, url, "
-            f"max_concurrency (≤ {EE_MAX_CONCURRENCY})"
+            f"max_concurrency (≤ {EE_MAX_CONCURRENCY}), s2_context"
         )
     return error.message
 
@@ -195,6 +201,7 @@ def _parse_source(src: dict[str, Any], base: Path) -> SourceConfig:
         collection=src.get("collection", EarthEngineSourceConfig.collection),
         url=src.get("url"),
         max_concurrency=src.get("max_concurrency", EE_DEFAULT_CONCURRENCY),
+        s2_context=src.get("s2_context", False),
     )
 
 

@@ -7,16 +7,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
+S2_DATASET = "COPERNICUS/S2_SR_HARMONIZED"
+"""Sentinel-2 surface reflectance in Earth Engine: what the blog compared the embeddings with."""
+
+EMBEDDING_INPUTS = "unit-length embedding vectors (de-quantized and renormalized where stored as int8)"
+
 
 @dataclass(frozen=True)
 class Method:
-    """A change measure. ``from_dot`` maps a·b (the cosine of unit vectors) to change values."""
+    """A change measure. ``from_dot`` maps a·b (the cosine of unit vectors) to change values; it is None
+    for methods that do not compare embeddings, which only a source that knows ``dataset`` computes."""
 
     name: str
     title: str
     expression: str  # human-readable formula, recorded as processing:expression
     value_range: tuple[float, float]
-    from_dot: Callable[[np.ndarray], np.ndarray]
+    from_dot: Callable[[np.ndarray], np.ndarray] | None
+    inputs: str = EMBEDDING_INPUTS  # what the two years' layers are, for the catalog's lineage
+    dataset: str | None = None  # the dataset it reads, when not the source's embeddings
 
 
 def _cosine(dot: np.ndarray) -> np.ndarray:
@@ -32,9 +40,22 @@ METHODS: dict[str, Method] = {
     for m in (
         Method("cosine", "Cosine distance", "1 - sum(a_i * b_i, i=0..63)", (0.0, 2.0), _cosine),
         Method("angle", "Angular distance", "arccos(sum(a_i * b_i, i=0..63)) / pi", (0.0, 1.0), _angle),
+        Method(
+            "s2-difference",
+            "Sentinel-2 difference",
+            "sqrt(sum((b_k - a_k)^2, k in B4, B3, B2)), reflectance = DN / 10000",
+            (0.0, 2.0),
+            None,
+            inputs=(
+                "cloud-masked (QA60 bits 10 and 11) median Sentinel-2 L2A composites of B4, B3, B2 "
+                "in reflectance"
+            ),
+            dataset=S2_DATASET,
+        ),
     )
 }
 DEFAULT_METHOD = "cosine"
+EMBEDDING_METHODS = tuple(name for name, m in METHODS.items() if m.from_dot is not None)
 
 
 def dequantize_lut() -> np.ndarray:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -13,6 +13,9 @@ THRESHOLDS = (0.1, 0.2, 0.3, 0.5)
 """Change values above which a pixel counts as changed, for the changed-area figures."""
 
 PERCENTILES = (50, 90, 95, 99)
+
+CONTEXT_PREFIX = "s2_"
+"""Sentinel-2 context assets are keyed ``s2_{year}`` (file ``s2_{year}.tif`` beside the change COG)."""
 
 
 @dataclass(frozen=True)
@@ -59,3 +62,4 @@ class Product:
     software_version: str
     created: datetime  # timezone-aware UTC
     fingerprint: str  # Job.fingerprint(...), recorded so re-runs can skip finished work
+    context: dict[str, Path] = field(default_factory=dict)  # asset key → Sentinel-2 RGB COG of a year

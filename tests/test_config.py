@@ -227,7 +227,20 @@ def test_bad_pairs_value(tmp_path: Path) -> None:
 def test_unknown_method_lists_the_valid_ones(tmp_path: Path) -> None:
     data = base_config()
     data["methods"] = ["cosine", "euclid"]
-    assert "unknown method 'euclid'; valid methods: cosine, angle" in error_of(tmp_path, data)
+    assert "unknown method 'euclid'; valid methods: cosine, angle, s2-difference" in error_of(tmp_path, data)
+
+
+def test_sentinel2_needs_the_earthengine_source(tmp_path: Path) -> None:
+    data = base_config()
+    data["methods"] = ["cosine", "s2-difference"]
+    message = error_of(tmp_path, data)
+    assert "'s2-difference' needs the earthengine source; the aef source computes cosine, angle" in message
+    data["source"]["s2_context"] = True
+    assert "an 'aef' source takes exactly: kind, root" in error_of(tmp_path, data)
+    data["source"] = {"kind": "earthengine", "project": "my-gcp-project", "s2_context": True}
+    cfg = load_config(write(tmp_path, data))
+    assert cfg.methods == ("cosine", "s2-difference")
+    assert isinstance(cfg.source, EarthEngineSourceConfig) and cfg.source.s2_context
 
 
 def test_earthengine_concurrency_limit(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from shapely.geometry.base import BaseGeometry
 
 from generator.errors import ConfigError, SourceError
 from generator.grid import Grid, to_crs
-from generator.methods import METHODS, dequantize_lut, unit_dot
+from generator.methods import EMBEDDING_METHODS, METHODS, dequantize_lut, unit_dot
 from generator.sources.base import AEF_DATASET, Block, Source, SourceInfo
 from generator.sources.remote import gdal_options, gdal_path, join, public_href, read_parquet, scheme_of
 
@@ -123,9 +123,9 @@ class AefSource(Source):
     def compute(
         self, grid: Grid, from_year: int, to_year: int, method: str, windows: list[Window]
     ) -> Iterator[Block]:
-        if method not in METHODS:
-            raise ConfigError(f"unknown method '{method}': valid methods are {', '.join(METHODS)}")
-        from_dot = METHODS[method].from_dot
+        from_dot = METHODS[method].from_dot if method in METHODS else None
+        if from_dot is None:
+            raise ConfigError(f"method '{method}': the aef source computes {', '.join(EMBEDDING_METHODS)}")
         if self._pool is None:
             self._pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="aef-read")
 

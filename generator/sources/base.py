@@ -10,6 +10,7 @@ import numpy as np
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
+from generator.errors import SourceError
 from generator.grid import Grid
 
 AEF_DATASET = "GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL"
@@ -26,7 +27,8 @@ class SourceInfo:
 
 
 Block = tuple[Window, np.ndarray]
-"""A window of the output grid and its float32 change values (NaN where either year has no data)."""
+"""A window of the output grid and its values: float32 change (NaN where either year has no data), or
+for context composites (bands, rows, cols)."""
 
 
 class Source(ABC):
@@ -57,6 +59,15 @@ class Source(ABC):
         self, grid: Grid, from_year: int, to_year: int, method: str, windows: list[Window]
     ) -> Iterator[Block]:
         """Yield the change of each window (any order, possibly computed in parallel)."""
+
+    def context_windows(self, grid: Grid) -> list[Window]:
+        """The blocks this source downloads Sentinel-2 context composites in."""
+        raise SourceError(f"the {self.info.kind} source has no Sentinel-2 context composites")
+
+    def context(self, grid: Grid, year: int, windows: list[Window]) -> Iterator[Block]:
+        """Yield the year's cloud-masked median Sentinel-2 RGB composite: (3, rows, cols) uint16 DN of
+        B4, B3, B2, 0 = no clear observation. Only sources that can reach Sentinel-2 implement it."""
+        raise SourceError(f"the {self.info.kind} source has no Sentinel-2 context composites")
 
     def close(self) -> None:  # noqa: B027 - optional hook, most sources hold nothing open
         """Release open files/sessions."""
