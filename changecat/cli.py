@@ -28,17 +28,19 @@ class ProgressReporter:
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
-        self.jobs = progress.add_task("jobs", total=None)
-        self.blocks = progress.add_task("blocks", total=None, visible=False)
+        self.jobs = progress.add_task("jobs", total=None, detail="")
+        self.blocks = progress.add_task("blocks", total=None, visible=False, detail="")
 
     def run_started(self, jobs: list[Job]) -> None:
         self.progress.update(self.jobs, total=len(jobs), description="jobs")
 
     def job_started(self, job: Job, blocks: int) -> None:
-        self.progress.reset(self.blocks, total=blocks, description=f"  {job.item_id}", visible=True)
+        self.progress.reset(
+            self.blocks, total=blocks, description=f"  {job.item_id}", visible=True, detail=""
+        )
 
-    def block_done(self, job: Job) -> None:
-        self.progress.advance(self.blocks)
+    def block_done(self, job: Job, detail: str = "") -> None:
+        self.progress.update(self.blocks, advance=1, detail=detail)
 
     def job_finished(self, outcome: JobOutcome) -> None:
         self.progress.advance(self.jobs)
@@ -56,6 +58,7 @@ def _run_config(config_path: Path, force: bool) -> None:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("{task.fields[detail]}", style="dim"),
     )
     with Progress(*columns, console=console, transient=False) as progress:
         outcomes = run(config, ProgressReporter(progress), force=force)

@@ -45,7 +45,7 @@ class Reporter(Protocol):
 
     def run_started(self, jobs: list[Job]) -> None: ...
     def job_started(self, job: Job, blocks: int) -> None: ...
-    def block_done(self, job: Job) -> None: ...
+    def block_done(self, job: Job, detail: str = "") -> None: ...
     def job_finished(self, outcome: JobOutcome) -> None: ...
 
 
@@ -56,7 +56,7 @@ class SilentReporter:
     def job_started(self, job: Job, blocks: int) -> None:
         pass
 
-    def block_done(self, job: Job) -> None:
+    def block_done(self, job: Job, detail: str = "") -> None:
         pass
 
     def job_finished(self, outcome: JobOutcome) -> None:
@@ -178,7 +178,7 @@ def make_product(
             for window, values in mask_outside(blocks, region, grid):
                 writer.write(window, values)
                 stats.update(values)
-                reporter.block_done(job)
+                reporter.block_done(job, source.progress())
             if stats.count == 0:
                 raise NoDataError(
                     f"region '{job.region.id}' has no valid pixel for {job.from_year}→{job.to_year}: "
@@ -241,7 +241,7 @@ def _write_context(
     with CogWriter(path, job.grid, count=3, dtype="uint16", nodata=0) as writer:
         for window, rgb in mask_outside(blocks, region, job.grid, nodata=0):
             writer.write(window, rgb)
-            reporter.block_done(job)
+            reporter.block_done(job, source.progress())
 
 
 def mask_outside(

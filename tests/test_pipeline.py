@@ -43,7 +43,7 @@ class Recorder:
     def job_started(self, job: Job, blocks: int) -> None:
         self.events.append(("job", (job.item_id, blocks)))
 
-    def block_done(self, job: Job) -> None:
+    def block_done(self, job: Job, detail: str = "") -> None:
         self.events.append(("block", job.item_id))
 
     def job_finished(self, outcome: JobOutcome) -> None:

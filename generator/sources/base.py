@@ -60,6 +60,10 @@ class Source(ABC):
     ) -> Iterator[Block]:
         """Yield the change of each window (any order, possibly computed in parallel)."""
 
+    def progress(self) -> str:
+        """A short note for the progress bar (e.g. bytes downloaded); empty when there is nothing to add."""
+        return ""
+
     def context_windows(self, grid: Grid) -> list[Window]:
         """The blocks this source downloads Sentinel-2 context composites in."""
         raise SourceError(f"the {self.info.kind} source has no Sentinel-2 context composites")
