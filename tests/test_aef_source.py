@@ -143,7 +143,7 @@ def test_years_and_coverage_come_from_the_index(source: AefSource) -> None:
 def test_info_names_the_root_and_index(source: AefSource, mirror: Path) -> None:
     info = source.info
     assert (info.kind, info.dataset) == ("aef", "GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL")
-    assert info.location == str(mirror) and info.derived_from == [str(mirror / INDEX_NAME)]
+    assert info.location == str(mirror) and info.derived_from == []  # a local path is no link for readers
 
 
 def test_public_href_drops_credentials_and_query() -> None:
@@ -272,6 +272,7 @@ def test_http_root_gives_the_same_blocks(source: AefSource, http_root: str) -> N
     try:
         assert remote.years() == source.years()
         assert remote.info.location == http_root.rstrip("/")
+        assert remote.info.derived_from == [http_root.rstrip("/") + "/aef_index.parquet"]
         np.testing.assert_array_equal(
             compute_all(remote, grid, 2018, 2022), compute_all(source, grid, 2018, 2022)
         )

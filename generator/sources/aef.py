@@ -101,7 +101,8 @@ class AefSource(Source):
             kind="aef",
             dataset=AEF_DATASET,
             location=public_href(self._root),
-            derived_from=[public_href(self._index_href)],
+            # A local folder means nothing to the catalog's readers elsewhere: link only URLs.
+            derived_from=[public_href(self._index_href)] if scheme_of(self._root) else [],
         )
 
     def years(self) -> list[int]:
