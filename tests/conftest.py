@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# google-auth looks for credentials on the GCE metadata server (a link-local address, not loopback) when it
+# finds none on disk; tests talk only to 127.0.0.1, so that probe is switched off for the whole session.
+os.environ["NO_GCE_CHECK"] = "True"
 
 STAC_SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "stac-schemas"
 """Copies of the extension schemas, beside the repository (CI lays shared/ there too)."""
