@@ -17,7 +17,7 @@ from generator.config import load_config
 from generator.errors import ChangecatError
 from generator.plan import Job
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out = Console()
 if not out.is_terminal:  # piped or logged: keep one line per row rather than wrap at 80 columns
     out.width = max(out.width, 120)
@@ -28,11 +28,12 @@ class ProgressReporter:
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
-        self.jobs = progress.add_task("jobs", total=None, detail="")
+        self.jobs = progress.add_task("jobs", total=None, visible=False, detail="")
         self.blocks = progress.add_task("blocks", total=None, visible=False, detail="")
 
     def run_started(self, jobs: list[Job]) -> None:
-        self.progress.update(self.jobs, total=len(jobs), description="jobs")
+        self.progress.start()  # only now: errors opening the source print without a bar above them
+        self.progress.update(self.jobs, total=len(jobs), description="jobs", visible=True)
 
     def job_started(self, job: Job, blocks: int) -> None:
         self.progress.reset(
@@ -60,8 +61,12 @@ def _run_config(config_path: Path, force: bool) -> None:
         TimeElapsedColumn(),
         TextColumn("{task.fields[detail]}", style="dim"),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
+    progress = Progress(*columns, console=console, transient=False)
+    try:
         outcomes = run(config, ProgressReporter(progress), force=force)
+    finally:
+        if progress.live.is_started:
+            progress.stop()
     _print_summary(config.catalog.output)
     failed = [o for o in outcomes if o.status == "failed"]
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}

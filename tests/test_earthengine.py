@@ -421,3 +421,11 @@ def test_standin_runs_standalone(mirror: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_progress_names_tiles_and_bytes(standin: StandinServer, grid: Grid) -> None:
+    src = ee_source(standin)
+    assert src.progress() == "tiles 0/0, 0.0 MB"
+    assemble(src, grid, 2018, 2023, "cosine")
+    n = len(src.windows(grid))
+    assert src.progress() == f"tiles {n}/{n}, {grid.width * grid.height * 4 / 1e6:.1f} MB"

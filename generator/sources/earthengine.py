@@ -4,7 +4,8 @@ The method is an EE expression over the two years' mosaics, as in the blog's scr
 .reduce(ee.Reducer.sum())`` is the per-pixel cosine of the unit-length embeddings; cosine change is one minus
 it, angle change ``acos(.) / π``. ``mosaic()`` drops the UTM projection, so every request names its output
 grid explicitly (``computePixels`` ``grid``). Tiles are as large as the request limits allow and download in
-parallel (``ee_tiles``).
+parallel (``ee_tiles``). Sentinel-2 context composites and the ``s2-difference`` method come from the
+expressions in ``ee_s2`` and download the same way.
 
 Credentials, in order: the ``credentials`` argument; a service-account key file named by
 ``EE_SERVICE_ACCOUNT_KEY``; Earth Engine's own (``earthengine authenticate``, then application-default
@@ -30,6 +31,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import ee
+import numpy as np
 from google.auth.credentials import AnonymousCredentials, Credentials
 from google.auth.exceptions import GoogleAuthError, TransportError
 from google.oauth2 import service_account
@@ -41,9 +43,11 @@ from generator.config import EE_MAX_CONCURRENCY
 from generator.errors import AuthenticationError, ConfigError, SourceError
 from generator.grid import Grid, to_crs
 from generator.methods import METHODS
-from generator.sources import ee_tiles
+from generator.sources import ee_s2, ee_tiles
 from generator.sources.base import AEF_DATASET, Block, Source, SourceInfo
+from generator.sources.ee_s2 import S2_COLLECTION, S2_METHOD, S2_RGB_BANDS
 from generator.sources.ee_tiles import (
+    CONTEXT_TILE_SIZE,
     DEFAULT_TILE_SIZE,
     HOW_TO_AUTHENTICATE,
     MAX_GRID_SIDE,
@@ -65,6 +69,8 @@ DATASET_PAGES = {
     AEF_DATASET: "https://developers.google.com/earth-engine/datasets/catalog/GOOGLE_SATELLITE_EMBEDDING_V1_ANNUAL"
 }
 
+__all__ = ["S2_COLLECTION", "S2_RGB_BANDS", "EarthEngineSource"]
+
 _init_lock = threading.Lock()
 _active: int | None = None  # serial number of the source the ee client is initialized for
 _serials = itertools.count()
@@ -75,7 +81,8 @@ class EarthEngineSource(Source):
 
     Optional keyword arguments beyond the config exist for tests and tuning: ``credentials`` (a
     google.auth credentials object), ``tile_size`` (side of the download tiles), ``min_tile_size``,
-    ``client_retries`` (the client's own 429/5xx retries), ``retry_attempts`` and ``backoff_s`` (ours).
+    ``client_retries`` (the client's own 429/5xx retries), ``retry_attempts`` and ``backoff_s`` (ours),
+    ``s2_max_cloudy_percent`` (Sentinel-2 scene pre-filter; None keeps every scene).
     """
 
     def __init__(
@@ -91,6 +98,7 @@ class EarthEngineSource(Source):
         client_retries: int = CLIENT_MAX_RETRIES,
         retry_attempts: int = ee_tiles.RETRY_ATTEMPTS,
         backoff_s: float = ee_tiles.BACKOFF_BASE_S,
+        s2_max_cloudy_percent: float | None = ee_s2.MAX_CLOUDY_PERCENT,
     ) -> None:
         if not 1 <= max_concurrency <= EE_MAX_CONCURRENCY:
             raise ConfigError(
@@ -106,6 +114,7 @@ class EarthEngineSource(Source):
         self.max_concurrency = max_concurrency
         self.tile_size, self.min_tile_size = tile_size, min_tile_size
         self.client_retries, self.retry_attempts, self.backoff_s = client_retries, retry_attempts, backoff_s
+        self.s2_max_cloudy_percent = s2_max_cloudy_percent
         self.stats = DownloadStats()
         self._serial = next(_serials)
         self._credentials = credentials if credentials is not None else self._find_credentials()
@@ -191,6 +200,11 @@ class EarthEngineSource(Source):
         size = self._year(year).filterBounds(ee.Geometry(mapping(geometry_wgs84))).size()
         return int(self._call(f"counting images of {year}", size)) > 0
 
+    def progress(self) -> str:
+        s = self.stats
+        note = f"tiles {s.tiles_done}/{s.tiles_total}, {s.bytes / 1e6:.1f} MB"
+        return note + (f", {s.retries} retries, {s.splits} splits" if s.retries or s.splits else "")
+
     def windows(self, grid: Grid) -> list[Window]:
         return list(grid.windows(self.tile_size))
 
@@ -198,8 +212,21 @@ class EarthEngineSource(Source):
         self, grid: Grid, from_year: int, to_year: int, method: str, windows: list[Window]
     ) -> Iterator[Block]:
         self._activate()
-        image = self.expression(grid, from_year, to_year, method)
-        downloader = TileDownloader(
+        return self._downloader(self.expression(grid, from_year, to_year, method), grid).run(windows)
+
+    def context_windows(self, grid: Grid) -> list[Window]:
+        """Tiles for the 3-band uint16 context requests: the configured tile size, within their limit."""
+        return list(grid.windows(min(self.tile_size, CONTEXT_TILE_SIZE)))
+
+    def context(self, grid: Grid, year: int, windows: list[Window]) -> Iterator[tuple[Window, np.ndarray]]:
+        """The year's cloud-masked median Sentinel-2 composite: (3, rows, cols) uint16 DN of B4, B3, B2,
+        0 where no clear observation; tiled, parallel, retried and split like ``compute``."""
+        self._activate()
+        image = ee_s2.context_image(year, _area(grid), self.s2_max_cloudy_percent)
+        return self._downloader(image, grid, bands=S2_RGB_BANDS, dtype="uint16").run(windows)
+
+    def _downloader(self, image: ee.Image, grid: Grid, **kw: Any) -> TileDownloader:
+        return TileDownloader(
             image,
             grid,
             self.stats,
@@ -207,8 +234,8 @@ class EarthEngineSource(Source):
             min_tile_size=self.min_tile_size,
             retry_attempts=self.retry_attempts,
             backoff_s=self.backoff_s,
+            **kw,
         )
-        return downloader.run(windows)
 
     # --- expressions ----------------------------------------------------------------------------------
 
@@ -217,9 +244,13 @@ class EarthEngineSource(Source):
 
     def expression(self, grid: Grid, from_year: int, to_year: int, method: str) -> ee.Image:
         """The method as an EE image: one float band ``change``, masked pixels set to NODATA_SENTINEL."""
-        if method not in METHODS:
-            raise ConfigError(f"method '{method}': Earth Engine computes {', '.join(sorted(METHODS))}")
-        area = ee.Geometry(mapping(to_crs(_box(grid), grid.crs, "EPSG:4326")))
+        known = sorted({*METHODS, S2_METHOD})
+        if method not in known:
+            raise ConfigError(f"method '{method}': Earth Engine computes {', '.join(known)}")
+        area = _area(grid)
+        if method == S2_METHOD:
+            change = ee_s2.difference(from_year, to_year, area, self.s2_max_cloudy_percent)
+            return change.rename(ee_tiles.BAND).unmask(NODATA_SENTINEL, False).toFloat()
 
         def mosaic(year: int) -> ee.Image:
             return self._year(year).filterBounds(area).mosaic().select(BAND_NAMES)
@@ -230,6 +261,11 @@ class EarthEngineSource(Source):
         else:  # angle
             change = dot.acos().divide(ee.Image.constant(3.141592653589793))
         return change.rename(ee_tiles.BAND).unmask(NODATA_SENTINEL, False).toFloat()
+
+
+def _area(grid: Grid) -> ee.Geometry:
+    """The grid's footprint in WGS84, for filterBounds."""
+    return ee.Geometry(mapping(to_crs(_box(grid), grid.crs, "EPSG:4326")))
 
 
 def _box(grid: Grid) -> BaseGeometry:

@@ -28,10 +28,23 @@ MAX_REQUEST_BYTES = 50331648
 """computePixels: at most 48 MB of uncompressed pixels per request, counting one mask byte per pixel."""
 MAX_GRID_SIDE = 32768
 """computePixels: at most this many pixels in either dimension."""
-BYTES_PER_PIXEL = 4 + 1
-"""Our result: one float32 band plus the mask byte Earth Engine counts."""
-DEFAULT_TILE_SIZE = BLOCK_SIZE * int((MAX_REQUEST_BYTES / BYTES_PER_PIXEL) ** 0.5 // BLOCK_SIZE)
-"""Largest square tile, in whole COG blocks, under the size limit: 3072 px (47185920 bytes)."""
+MASK_BYTES = 1
+"""Earth Engine counts one mask byte per pixel in the request size."""
+BYTES_PER_PIXEL = 4 + MASK_BYTES
+"""Our change result: one float32 band plus the mask byte."""
+CONTEXT_BYTES_PER_PIXEL = 3 * 2 + MASK_BYTES
+"""Sentinel-2 context composites: three uint16 bands plus the mask byte."""
+
+
+def largest_tile(bytes_per_pixel: int) -> int:
+    """Side of the largest square tile, in whole COG blocks, under the request size limit."""
+    return BLOCK_SIZE * int((MAX_REQUEST_BYTES / bytes_per_pixel) ** 0.5 // BLOCK_SIZE)
+
+
+DEFAULT_TILE_SIZE = largest_tile(BYTES_PER_PIXEL)
+"""Change tiles: 3072 px (47185920 bytes)."""
+CONTEXT_TILE_SIZE = largest_tile(CONTEXT_BYTES_PER_PIXEL)
+"""Context tiles: 2560 px (45875200 bytes)."""
 MIN_TILE_SIZE = 128
 """Refused tiles are split down to this side; below it a request fails with RequestTooLargeError."""
 RETRY_ATTEMPTS = 4
@@ -113,7 +126,12 @@ class DownloadStats:
 
 @dataclass
 class TileDownloader:
-    """Downloads one expression on a grid's windows; ``sleep`` is injectable so tests can count backoff."""
+    """Downloads one expression on a grid's windows; ``sleep`` is injectable so tests can count backoff.
+
+    ``bands`` are the image's bands in the order wanted and ``dtype`` the pixel type Earth Engine answers
+    with. One band gives (rows, cols) blocks, several (bands, rows, cols). Float results have masked pixels
+    unmasked to NODATA_SENTINEL server-side; they become NaN here.
+    """
 
     image: ee.Image
     grid: Grid
@@ -123,11 +141,13 @@ class TileDownloader:
     retry_attempts: int = RETRY_ATTEMPTS
     backoff_s: float = BACKOFF_BASE_S
     sleep: Callable[[float], None] = time.sleep
+    bands: tuple[str, ...] = (BAND,)
+    dtype: str = "float32"
 
     def run(self, windows: list[Window]) -> Iterator[tuple[Window, np.ndarray]]:
-        """Yield (window, float32 values) as tiles complete; at most ``max_concurrency`` tiles are held
-        (in flight or finished and not yet consumed), so memory does not grow with the region: about
-        ``max_concurrency`` × 38 MB at the default tile size (×2 briefly while a response is decoded)."""
+        """Yield (window, values) as tiles complete; at most ``max_concurrency`` tiles are held (in flight
+        or finished and not yet consumed), so memory does not grow with the region: about
+        ``max_concurrency`` × 38 MB at the default tile sizes (×2 briefly while a response is decoded)."""
         todo = list(reversed(windows))
         with self.stats.lock:
             self.stats.tiles_total += len(windows)
@@ -162,10 +182,11 @@ class TileDownloader:
                     "requests; use a smaller region or a batch export."
                 ) from None
             self.stats.add(splits=1)
-            out = np.empty((h, w), dtype=np.float32)
+            lead = () if len(self.bands) == 1 else (len(self.bands),)
+            out = np.empty((*lead, h, w), dtype=self.dtype)
             for sub in _quarters(window, self.min_tile_size):
                 r, c = int(sub.row_off - window.row_off), int(sub.col_off - window.col_off)
-                out[r : r + int(sub.height), c : c + int(sub.width)] = self.fetch(sub)
+                out[..., r : r + int(sub.height), c : c + int(sub.width)] = self.fetch(sub)
             return out
 
     def _request(self, window: Window) -> np.ndarray:
@@ -194,13 +215,23 @@ class TileDownloader:
 
     def _values(self, arr: np.ndarray, window: Window) -> np.ndarray:
         h, w = int(window.height), int(window.width)
-        if arr.dtype.names is None or BAND not in arr.dtype.names or arr.shape != (h, w):
+        names = arr.dtype.names or ()
+        if (
+            arr.shape != (h, w)
+            or any(b not in names for b in self.bands)
+            or any(arr.dtype[b] != np.dtype(self.dtype) for b in self.bands)
+        ):
             raise SourceError(
                 f"Earth Engine answered tile {_describe(window)} with {arr.dtype} {arr.shape}, "
-                f"expected band '{BAND}' of shape {(h, w)}"
+                f"expected {self.dtype} bands {', '.join(self.bands)} of shape {(h, w)}"
             )
-        values = np.array(arr[BAND], dtype=np.float32)  # one contiguous copy; the response is freed
-        values[values == np.float32(NODATA_SENTINEL)] = np.nan
+        # One contiguous copy; the response is freed.
+        if len(self.bands) == 1:
+            values = np.array(arr[self.bands[0]], dtype=self.dtype)
+        else:
+            values = np.stack([arr[b] for b in self.bands]).astype(self.dtype, copy=False)
+        if values.dtype.kind == "f":
+            values[values == values.dtype.type(NODATA_SENTINEL)] = np.nan
         with self.stats.lock:
             self.stats.requests += 1
             self.stats.bytes += arr.nbytes

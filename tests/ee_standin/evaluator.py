@@ -15,19 +15,21 @@ from typing import Any
 
 import numpy as np
 import shapely
-from shapely.geometry import shape
+from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 
 from tests.ee_standin import images as im_ops
-from tests.ee_standin.mirror import MirrorImage
 from tests.ee_standin.values import (
     BYTES_PER_PIXEL,
     NPY_DTYPES,
     Collection,
     EEError,
+    Element,
     Feature,
     Filter,
+    Function,
     Image,
+    ImageElement,
     Reducer,
     millis,
     need,
@@ -41,7 +43,7 @@ def _calendar_range(start: int, end: int | None = None, field: str = "day_of_yea
     if field not in ("year", "month"):
         raise EEError(f"Filter.calendarRange: field '{field}' is not implemented by the stand-in.")
 
-    def test(im: MirrorImage) -> bool:
+    def test(im: Element) -> bool:
         d = datetime.fromtimestamp(im.properties["system:time_start"] / 1000, tz=UTC)
         v = d.year if field == "year" else d.month
         return start <= v <= end if start <= end else (v >= start or v <= end)
@@ -84,26 +86,67 @@ def _geometry(kind: str) -> Callable:
     return make
 
 
-def _load(collection_id: str, images: tuple[MirrorImage, ...]) -> Callable:
+def _load(collections: dict[str, tuple[Element, ...]]) -> Callable:
     def load(id: str, version: Any = None) -> Collection:
-        if id != collection_id:
+        if id not in collections:
             raise EEError(
                 f"ImageCollection asset '{id}' not found (does not exist or caller does not have access).",
                 code=404,
                 status="NOT_FOUND",
             )
-        return Collection(images)
+        return Collection(collections[id])
 
     return load
 
 
+def _less_than(
+    leftField: str | None = None,
+    rightValue: Any = None,
+    rightField: str | None = None,
+    leftValue: Any = None,
+) -> Filter:
+    """Filter.lt(property, value): passes images whose property is less than the value (absent: fails)."""
+    if not (leftField and rightField is None and isinstance(rightValue, int | float)):
+        raise EEError("Filter.lessThan: only a property compared with a number is implemented.")
+    return Filter(
+        lambda im: (
+            isinstance(im.properties.get(leftField), int | float) and im.properties[leftField] < rightValue
+        )
+    )
+
+
+def _map(collection: Any, baseAlgorithm: Any, dropNulls: bool = False) -> Collection:
+    """Collection.map over images: the function gets each image; properties and footprint are kept."""
+    fn = need(Function, "Collection.map")(baseAlgorithm)
+    out = []
+    for el in _coll(collection).images:
+        if not isinstance(el, ImageElement):
+            raise EEError("Collection.map: only maps over Sentinel-2 images are implemented by the stand-in.")
+        result = fn.call(el.image)
+        if result is None and dropNulls:
+            continue
+        out.append(ImageElement(need(Image, "Collection.map result")(result), el.properties, el.footprint))
+    return Collection(tuple(out))
+
+
 _coll = need(Collection, "Collection")
+WORLD = box(-180, -90, 180, 90)
+"""Footprint of images made in the expression (constants): unbounded."""
 
 
-def functions(collection_id: str, images: tuple[MirrorImage, ...]) -> dict[str, Callable[..., Any]]:
+def functions(collections: dict[str, tuple[Element, ...]]) -> dict[str, Callable[..., Any]]:
     """The algorithms the stand-in implements, by Earth Engine name."""
     return {
-        "ImageCollection.load": _load(collection_id, images),
+        "ImageCollection.load": _load(collections),
+        "Collection.map": _map,
+        "ImageCollection.fromImages": lambda images: Collection(
+            tuple(ImageElement(im_ops.as_image(i), {}, WORLD) for i in images)
+        ),
+        "ImageCollection.merge": lambda collection1, collection2: Collection(
+            _coll(collection1).images + _coll(collection2).images
+        ),
+        "reduce.median": im_ops.median,
+        "Filter.lessThan": _less_than,
         "ImageCollection.mosaic": lambda collection: im_ops.mosaic(_coll(collection)),
         "Collection.filter": lambda collection, filter: Collection(
             tuple(im for im in _coll(collection).images if need(Filter, "filter")(filter).test(im))
@@ -142,6 +185,13 @@ def functions(collection_id: str, images: tuple[MirrorImage, ...]) -> dict[str, 
         "Image.unmask": im_ops.unmask,
         "Image.updateMask": im_ops.update_mask,
         "Image.clip": im_ops.clip,
+        "Image.bitwiseAnd": im_ops.binary("bitwiseAnd", im_ops.bitwise_and),
+        "Image.eq": im_ops.binary("eq", im_ops.equal),
+        "Image.and": im_ops.binary("and", im_ops.logical_and),
+        "Image.pow": im_ops.binary("pow", np.power),
+        "Image.sqrt": im_ops.sqrt,
+        "Image.round": im_ops.round_,
+        "Image.toUint16": im_ops.to_integer("uint16"),
     }
 
 
@@ -154,16 +204,15 @@ def list_distinct(values: list) -> list:
 
 
 class Evaluator:
-    """Evaluates one Cloud API expression against the mirror's collection."""
+    """Evaluates one Cloud API expression against the served collections (id → images)."""
 
-    def __init__(self, collection_id: str, images: tuple[MirrorImage, ...]) -> None:
-        self.functions = functions(collection_id, images)
+    def __init__(self, collections: dict[str, tuple[Element, ...]]) -> None:
+        self.functions = functions(collections)
 
     def evaluate(self, expression: dict) -> Any:
         values = expression.get("values", {})
-        memo: dict[str, Any] = {}
 
-        def node(n: dict) -> Any:
+        def node(n: dict, env: dict[str, Any], memo: dict[str, Any]) -> Any:
             if "constantValue" in n:
                 return n["constantValue"]
             if "integerValue" in n:
@@ -171,18 +220,36 @@ class Evaluator:
             if "valueReference" in n:
                 ref = n["valueReference"]
                 if ref not in memo:
-                    memo[ref] = node(values[ref])
+                    memo[ref] = node(values[ref], env, memo)
                 return memo[ref]
+            if "argumentReference" in n:
+                if n["argumentReference"] not in env:
+                    raise EEError(f"Unknown argument reference '{n['argumentReference']}'.")
+                return env[n["argumentReference"]]
+            if "functionDefinitionValue" in n:
+                return define(n["functionDefinitionValue"], env)
             if "arrayValue" in n:
-                return [node(v) for v in n["arrayValue"].get("values", [])]
+                return [node(v, env, memo) for v in n["arrayValue"].get("values", [])]
             if "dictionaryValue" in n:
-                return {k: node(v) for k, v in n["dictionaryValue"].get("values", {}).items()}
+                return {k: node(v, env, memo) for k, v in n["dictionaryValue"].get("values", {}).items()}
             if "functionInvocationValue" in n:
-                return invoke(n["functionInvocationValue"])
+                return invoke(n["functionInvocationValue"], env, memo)
             kind = next(iter(n), "?")
             raise EEError(f"Expression value of kind '{kind}' is not implemented by the stand-in.")
 
-        def invoke(call: dict) -> Any:
+        def define(fd: dict, env: dict[str, Any]) -> Function:
+            names = tuple(fd.get("argumentNames", []))
+
+            def call(*args: Any) -> Any:
+                if len(args) != len(names):
+                    raise EEError(f"Function of {len(names)} arguments called with {len(args)}.")
+                # Each call has its own memo: the body's values depend on the arguments.
+                inner = {**env, **dict(zip(names, args, strict=True))}
+                return node({"valueReference": fd["body"]}, inner, {})
+
+            return Function(names, call)
+
+        def invoke(call: dict, env: dict[str, Any], memo: dict[str, Any]) -> Any:
             name = call.get("functionName")
             fn = self.functions.get(name) if name else None
             if fn is None:
@@ -190,13 +257,13 @@ class Evaluator:
                     f"Algorithm '{name or call.get('functionReference')}' is not implemented by the "
                     "changecat Earth Engine stand-in."
                 )
-            args = {k: node(v) for k, v in call.get("arguments", {}).items()}
+            args = {k: node(v, env, memo) for k, v in call.get("arguments", {}).items()}
             try:
                 return fn(**args)
             except TypeError as exc:
                 raise EEError(f"{name}: unsupported arguments {sorted(args)}: {exc}") from exc
 
-        return node({"valueReference": expression["result"]})
+        return node({"valueReference": expression["result"]}, {}, {})
 
 
 def to_json_value(value: Any) -> Any:

@@ -15,13 +15,26 @@ from rasterio.features import geometry_mask
 from shapely.geometry.base import BaseGeometry
 
 from generator.grid import to_crs
-from tests.ee_standin.mirror import BAND_NAMES, PixelGrid
-from tests.ee_standin.values import Collection, EEError, Image, Reducer, Rendered, promote
+from tests.ee_standin.mirror import BAND_NAMES, MirrorImage, PixelGrid
+from tests.ee_standin.values import (
+    INTEGER_TYPES,
+    Collection,
+    EEError,
+    Image,
+    ImageElement,
+    Reducer,
+    Rendered,
+    promote,
+)
+
+UINT_RANGES = {"uint8": (0, 255), "uint16": (0, 65535), "int": (-(2**31), 2**31 - 1)}
 
 
 def as_image(value: Any) -> Image:
     if isinstance(value, Image):
         return value
+    if isinstance(value, ImageElement):
+        return value.image
     if isinstance(value, int | float) and not isinstance(value, bool):
         return constant(value)
     raise EEError(f"Expected an Image, got {type(value).__name__}.")
@@ -44,6 +57,8 @@ def constant(value: Any) -> Image:
 def mosaic(coll: Collection) -> Image:
     """Later images on top, as Earth Engine's ``mosaic``; only images touching the grid are read."""
     images = coll.images
+    if not all(isinstance(im, MirrorImage) for im in images):
+        raise EEError("ImageCollection.mosaic: only mosaics of the embedding mirror are implemented.")
 
     def render(g: PixelGrid) -> Rendered:
         data = np.zeros((len(BAND_NAMES), g.height, g.width), dtype=np.float64)
@@ -92,8 +107,16 @@ def binary(name: str, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Cal
                 return fn(da, db), ma & mb
 
         ptype = promote(a.ptype, b.ptype)
-        if name == "divide" and ptype == "int":
+        if name == "divide" and ptype in INTEGER_TYPES:
             ptype = "float"
+        elif name in ("add", "subtract", "multiply") and ptype in ("uint8", "uint16"):
+            ptype = "int"  # Earth Engine widens by value range; unsigned differences can be negative
+        elif name in ("eq", "and"):
+            ptype = "uint8"  # comparisons and logical operators give 0/1
+        elif name == "pow" and ptype in INTEGER_TYPES:
+            ptype = "double"
+        elif name == "bitwiseAnd" and ptype not in INTEGER_TYPES:
+            raise EEError("Image.bitwiseAnd: bitwise operators need integer images.")
         return Image(bands, ptype, render)
 
     return op
@@ -193,3 +216,91 @@ def cast(value: Any, ptype: str) -> Image:
     """toFloat / toDouble: the same pixels with another pixel type (it only changes the request size)."""
     im = as_image(value)
     return Image(im.bands, ptype, im.render)
+
+
+def bitwise_and(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.bitwise_and(a.astype(np.int64), b.astype(np.int64)).astype(np.float64)
+
+
+def logical_and(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return ((a != 0) & (b != 0)).astype(np.float64)
+
+
+def equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a == b).astype(np.float64)
+
+
+def sqrt(value: Any) -> Image:
+    """Square root; a float image stays float, other types become double (NaN below 0)."""
+    im = unary("sqrt", np.sqrt)(value)
+    return Image(im.bands, "float" if im.ptype == "float" else "double", im.render)
+
+
+def round_(value: Any) -> Image:
+    """Nearest integer. Earth Engine's rule for exact halves is not documented: a half answers HTTP 400."""
+    im = as_image(value)
+
+    def render(g: PixelGrid) -> Rendered:
+        data, mask = im.render(g)
+        frac = np.abs(data - np.trunc(data))
+        if np.any(mask & (frac == 0.5)):
+            raise EEError("Image.round: rounding an exact half is not implemented by the stand-in.")
+        return np.round(data), mask
+
+    return Image(im.bands, im.ptype, render)
+
+
+def to_integer(ptype: str) -> Callable[[Any], Image]:
+    """toUint16 etc.: saturate to the type's range; a fraction answers HTTP 400 (Earth Engine's casting of
+    fractions is not documented, and changecat rounds before casting)."""
+    low, high = UINT_RANGES[ptype]
+
+    def cast_(value: Any) -> Image:
+        im = as_image(value)
+
+        def render(g: PixelGrid) -> Rendered:
+            data, mask = im.render(g)
+            if np.any(mask & (data != np.trunc(data))):
+                raise EEError(
+                    f"Image.to{ptype.title()}: casting fractions is not implemented by the stand-in."
+                )
+            return np.clip(data, low, high), mask
+
+        return Image(im.bands, ptype, render)
+
+    return cast_
+
+
+def median(collection: Any) -> Image:
+    """``reduce.median`` (ImageCollection.median()): per band and pixel, the median of the unmasked values
+    of all images; band names kept. Earth Engine's median of an even count is not documented, so an even
+    count of unmasked values answers HTTP 400 (the synthetic Sentinel-2 data has odd counts everywhere)."""
+    if not isinstance(collection, Collection):
+        raise EEError("reduce.median: expected an ImageCollection.")
+    images = [as_image(e) for e in collection.images if isinstance(e, ImageElement)]
+    if len(images) != len(collection.images):
+        raise EEError("reduce.median: only collections of Sentinel-2 images are implemented by the stand-in.")
+    if not images:
+        return Image(
+            (), "double", lambda g: (np.zeros((0, g.height, g.width)), np.zeros((0, g.height, g.width), bool))
+        )
+    bands, ptype = images[0].bands, images[0].ptype
+    if any(im.bands != bands for im in images):
+        raise EEError("reduce.median: images with different bands are not implemented by the stand-in.")
+
+    def render(g: PixelGrid) -> Rendered:
+        stack = np.full((len(images), len(bands), g.height, g.width), np.inf)
+        for i, im in enumerate(images):
+            data, mask = im.render(g)
+            stack[i][mask] = data[mask]
+        count = np.isfinite(stack).sum(axis=0)
+        if np.any((count % 2 == 0) & (count > 0)):
+            raise EEError(
+                "reduce.median: the median of an even number of values is not implemented by the stand-in."
+            )
+        stack.sort(axis=0)
+        mid = np.take_along_axis(stack, np.maximum(count - 1, 0)[None] // 2, axis=0)[0]
+        valid = count > 0
+        return np.where(valid, mid, 0.0), valid
+
+    return Image(bands, ptype, render)

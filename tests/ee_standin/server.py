@@ -14,16 +14,19 @@ import re
 import threading
 import traceback
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import ee
 import numpy as np
+import shapely
 from affine import Affine
 
 from tests.ee_standin.evaluator import BYTES_PER_PIXEL, NPY_DTYPES, EEError, Evaluator, Image, to_json_value
-from tests.ee_standin.mirror import PixelGrid, load_mirror
+from tests.ee_standin.mirror import MirrorImage, PixelGrid, load_mirror
+from tests.ee_standin.s2 import S2_COLLECTION, S2Spec
 
 AEF_COLLECTION = "GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL"
 MAX_REQUEST_BYTES = 50331648
@@ -81,6 +84,8 @@ class StandinServer:
     ``memory_limit_pixels``: computePixels requests with more pixels answer "User memory limit exceeded."
     (how Earth Engine fails a too-heavy tile). ``max_request_bytes`` lowers the size limit for tests.
     ``token``: when set, requests must carry ``Authorization: Bearer <token>`` or get 401.
+    A synthetic ``COPERNICUS/S2_SR_HARMONIZED`` collection over the mirror's bounds and years is served too
+    (``s2``, see tests/ee_standin/s2.py).
     """
 
     def __init__(
@@ -93,7 +98,10 @@ class StandinServer:
         max_request_bytes: int = MAX_REQUEST_BYTES,
         token: str | None = None,
     ) -> None:
-        self.evaluator = Evaluator(collection_id, tuple(load_mirror(Path(mirror))))
+        images = tuple(load_mirror(Path(mirror)))
+        self.s2 = _s2_spec(images)
+        collections = {collection_id: images, S2_COLLECTION: self.s2.collection() if self.s2 else ()}
+        self.evaluator = Evaluator(collections)
         self.faults: list[Fault] = list(faults or [])
         self.memory_limit_pixels = memory_limit_pixels
         self.max_request_bytes = max_request_bytes
@@ -193,6 +201,15 @@ class StandinServer:
         buf = io.BytesIO()
         np.save(buf, out)
         return buf.getvalue()
+
+
+def _s2_spec(images: tuple[MirrorImage, ...]) -> S2Spec | None:
+    """The synthetic Sentinel-2 collection over the mirror's bounds and years (None for an empty mirror)."""
+    if not images:
+        return None
+    bounds = shapely.union_all([im.footprint for im in images]).bounds
+    years = {datetime.fromtimestamp(im.properties["system:time_start"] / 1000, tz=UTC).year for im in images}
+    return S2Spec.over(bounds, tuple(sorted(years)))
 
 
 def _parse_grid(grid: Any) -> PixelGrid:

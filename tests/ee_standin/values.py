@@ -12,8 +12,11 @@ from shapely.geometry.base import BaseGeometry
 
 from tests.ee_standin.mirror import MirrorImage, PixelGrid
 
-BYTES_PER_PIXEL = {"int": 4, "float": 4, "double": 8}
-NPY_DTYPES = {"int": "<i4", "float": "<f4", "double": "<f8"}
+BYTES_PER_PIXEL = {"uint8": 1, "uint16": 2, "int": 4, "float": 4, "double": 8}
+NPY_DTYPES = {"uint8": "|u1", "uint16": "<u2", "int": "<i4", "float": "<f4", "double": "<f8"}
+INTEGER_TYPES = ("uint8", "uint16", "int")
+"""Pixel types, narrowest first. Values are held as float64 whatever the type; the type decides the request
+size and the NPY dtype of computePixels."""
 
 
 class EEError(Exception):
@@ -32,18 +35,39 @@ class Image:
     """A lazy image: band names, a pixel type and how to render any grid."""
 
     bands: tuple[str, ...]
-    ptype: str  # "int" | "float" | "double"
+    ptype: str  # one of BYTES_PER_PIXEL
     render: Callable[[PixelGrid], Rendered]
 
 
 @dataclass(frozen=True)
+class ImageElement:
+    """An image of a collection that is not a mirror file: a lazy image with its properties and footprint
+    (``Collection.map`` keeps both, as the image algorithms implemented keep an image's metadata)."""
+
+    image: Image
+    properties: dict
+    footprint: BaseGeometry  # WGS84
+
+
+Element = MirrorImage | ImageElement
+
+
+@dataclass(frozen=True)
 class Collection:
-    images: tuple[MirrorImage, ...]
+    images: tuple[Element, ...]
 
 
 @dataclass(frozen=True)
 class Filter:
-    test: Callable[[MirrorImage], bool]
+    test: Callable[[Element], bool]
+
+
+@dataclass(frozen=True)
+class Function:
+    """A ``functionDefinitionValue``: called with positional arguments in ``argumentNames`` order."""
+
+    argument_names: tuple[str, ...]
+    call: Callable[..., Any]
 
 
 @dataclass(frozen=True)
@@ -59,7 +83,11 @@ class Feature:
 def promote(*types: str) -> str:
     if "double" in types:
         return "double"
-    return "float" if "float" in types else "int"
+    if "float" in types:
+        return "float"
+    if all(t == types[0] for t in types):
+        return types[0]
+    return "int"
 
 
 def millis(value: Any) -> int:
