@@ -25,7 +25,7 @@ from tests.ee_standin import StandinServer
 COLLECTION = "google-satellite-embedding-v1-annual"
 TOLERANCE = 1e-3
 REGIONS = [
-    {"id": "airfield", "bbox": [11.985, 52.41, 12.015, 52.43]},  # across UTM 32N/33N
+    {"id": "town", "bbox": [11.94, 52.37, 12.06, 52.43]},  # 820×670 px across UTM 32N/33N
     {
         "id": "fire",
         "geometry": {
@@ -128,7 +128,7 @@ def test_the_cli_runs_the_earthengine_source(tmp_path: Path, standin: StandinSer
     )
     assert result.returncode == 0, result.stderr
     assert "8 made, 0 up to date, 0 failed" in result.stderr
-    assert "airfield_2017_2024_cosine" in result.stdout
+    assert "town_2017_2024_cosine" in result.stdout
 
 
 def test_unreachable_earthengine_is_one_clear_error(tmp_path: Path) -> None:

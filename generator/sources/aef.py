@@ -40,9 +40,12 @@ NODATA = -128
 READ_THREADS = max(1, min(4, os.cpu_count() or 1))
 """Blocks computed at once; each holds about 100 MB at most (two 512² × 64 int8 mosaics + float strips)."""
 STRIP_ROWS = 64
+"""Rows de-quantized to float32 at a time, to keep the float copies of a block small."""
+WARP_TOLERANCE_PX = 1e-9
+"""Error allowed when GDAL approximates the reprojection: GDAL's default (0.125 px) makes nearest
+resampling pick a neighbouring pixel now and then. (0 is refused by rasterio; this is exact enough.)"""
 LATTICE_TOLERANCE = 1e-6
 """How far (in pixels) a file's origin may sit from the grid's lattice and still be read without warping."""
-"""Rows de-quantized to float32 at a time, to keep the float copies of a block small."""
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,7 @@ class AefSource(Source):
                     width=int(window.width),
                     height=int(window.height),
                     resampling=Resampling.nearest,
+                    tolerance=WARP_TOLERANCE_PX,
                     src_nodata=NODATA,
                     nodata=NODATA,
                 ) as vrt:

@@ -22,6 +22,9 @@ from rasterio.vrt import WarpedVRT
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
+WARP_TOLERANCE_PX = 1e-9
+"""Earth Engine places each output pixel exactly; GDAL's default approximation (0.125 px) would not."""
+
 INDEX_NAME = "aef_index.parquet"
 NODATA = -128
 BAND_NAMES = [f"A{i:02d}" for i in range(64)]
@@ -69,7 +72,12 @@ class MirrorImage:
         with rasterio.open(self.path) as src:
             opts = {"crs": grid.crs, "transform": grid.transform, "width": grid.width, "height": grid.height}
             with WarpedVRT(
-                src, resampling=Resampling.nearest, src_nodata=NODATA, nodata=NODATA, **opts
+                src,
+                resampling=Resampling.nearest,
+                src_nodata=NODATA,
+                nodata=NODATA,
+                tolerance=WARP_TOLERANCE_PX,
+                **opts,
             ) as vrt:
                 raw = vrt.read()
         v = raw.astype(np.float32)
