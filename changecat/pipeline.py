@@ -96,9 +96,18 @@ def run(config: Config, reporter: Reporter | None = None, force: bool = False) -
             outcome = _run_one(job, source, config, done, reporter, context)
             reporter.job_finished(outcome)
             outcomes.append(outcome)
+        if (config.catalog.output / "catalog.json").is_file() and not any(o.product for o in outcomes):
+            _save(config, [])  # nothing new, but the catalog's own title or description may have changed
         return outcomes
     finally:
         source.close()
+
+
+def _save(config: Config, products: list[Product]) -> None:
+    cat = config.catalog
+    save_catalog(
+        cat.output, catalog_id=cat.id, title=cat.title, description=cat.description, products=products
+    )
 
 
 def _run_one(
@@ -111,20 +120,14 @@ def _run_one(
 ) -> JobOutcome:
     identity = _source_identity(source) + (":s2-context" if context is not None else "")
     fingerprint = job.fingerprint(identity, __version__)
-    if done.get(job.item_id) == fingerprint:
-        return JobOutcome(job, "skipped")
     try:
         coll = collection_id(product_info(source, job.method).dataset)
         out_dir = item_dir(config.catalog.output, coll, job.item_id)
+        if done.get(job.item_id) == fingerprint and (out_dir / COG_NAME).is_file():
+            return JobOutcome(job, "skipped")
         product = make_product(job, source, out_dir, fingerprint, reporter, context)
-        save_catalog(
-            config.catalog.output,
-            catalog_id=config.catalog.id,
-            title=config.catalog.title,
-            description=config.catalog.description,
-            products=[product],
-        )
-    except ChangecatError as exc:
+        _save(config, [product])
+    except (ChangecatError, OSError) as exc:  # OSError: disk full, permissions... fail this job only
         return JobOutcome(job, "failed", error=str(exc))
     return JobOutcome(job, "done", product=product)
 
@@ -195,6 +198,8 @@ def make_product(
             os.replace(path, out_dir / path.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if not any(out_dir.iterdir()):  # a first attempt that failed leaves no empty folder behind
+            out_dir.rmdir()
     if context is not None:
         context.update({(job.region.id, y): out_dir / _context_name(y) for y in years})
     return Product(

@@ -9,15 +9,18 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import jsonschema
+import shapely
 import yaml
 from shapely import make_valid
-from shapely.geometry import box, shape
+from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
+from shapely.ops import unary_union
 from shapely.validation import explain_validity
 
 from generator.errors import ConfigError
@@ -25,6 +28,8 @@ from generator.methods import DEFAULT_METHOD, EMBEDDING_METHODS, METHODS
 from generator.plan import Region
 
 REGION_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+EE_PROJECT_PATTERN = r"^[a-z][a-z0-9-]{4,61}[a-z0-9]$"
+"""Google Cloud project ids (the schema holds the same pattern)."""
 EE_MAX_CONCURRENCY = 40
 """Earth Engine answers 429 past about 40 concurrent requests per project."""
 EE_DEFAULT_CONCURRENCY = 16
@@ -110,7 +115,12 @@ def load_config(path: Path | str) -> Config:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: malformed YAML: {exc}") from exc
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(exc, "problem", None) or exc
+        raise ConfigError(f"{path}: malformed YAML{line}: {problem}") from exc
+    if data is None:
+        raise ConfigError(f"{path}: the config is empty; it needs catalog, source, pairs and regions")
     return parse_config(data, path)
 
 
@@ -135,11 +145,14 @@ def parse_config(data: Any, path: Path) -> Config:
     if problems:
         raise ConfigError(_report(path, problems))
     cat = data["catalog"]
+    output = (base / cat.get("output", DEFAULT_OUTPUT)).resolve()
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"{path}: catalog.output: {output} is a file; name a folder for the catalog")
     catalog = CatalogConfig(
         id=cat["id"],
         title=cat.get("title", cat["id"]),
         description=cat.get("description", "Change maps from satellite embeddings, made with changecat."),
-        output=(base / cat.get("output", DEFAULT_OUTPUT)).resolve(),
+        output=output,
     )
     return Config(path, catalog, _parse_source(data["source"], base), pairs, methods, tuple(regions))
 
@@ -179,6 +192,12 @@ def _explain(error: jsonschema.ValidationError) -> str:
         kind = error.instance.get("kind") if isinstance(error.instance, dict) else None
         if kind == "aef":
             return "an 'aef' source takes exactly: kind, root (a folder or https://, s3://, gs:// URL)"
+        project = error.instance.get("project") if isinstance(error.instance, dict) else None
+        if isinstance(project, str) and not re.match(EE_PROJECT_PATTERN, project):
+            return (
+                f"project {project!r} is not a Google Cloud project id: at least 6 lowercase letters, "
+                "digits or hyphens, starting with a letter (e.g. my-gcp-project)"
+            )
         return (
             "an 'earthengine' source takes: kind, project (required), collection, url, "
             f"max_concurrency (≤ {EE_MAX_CONCURRENCY}), s2_context"
@@ -257,26 +276,31 @@ def _read_geojson(path: Path, name: str) -> dict[str, Any]:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ValueError(f"file {name}: cannot read it ({exc.strerror or exc})") from exc
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"file {name}: not valid JSON ({exc})") from exc
     kind = doc.get("type") if isinstance(doc, dict) else None
     if kind == "Feature":
-        return doc.get("geometry") or {}
+        return _geometry_of(doc, name)
     if kind == "FeatureCollection":
-        geoms = [f.get("geometry") or {} for f in doc.get("features", [])]
-        polys = []
-        for g in geoms:
-            if g.get("type") == "Polygon":
-                polys.append(g["coordinates"])
-            elif g.get("type") == "MultiPolygon":
-                polys.extend(g["coordinates"])
-            else:
-                found = g.get("type")
-                raise ValueError(f"file {name}: features must be Polygon or MultiPolygon, found {found}")
-        if not polys:
+        features = doc.get("features")
+        if not isinstance(features, list) or not features:
             raise ValueError(f"file {name}: the FeatureCollection has no features")
-        return {"type": "MultiPolygon", "coordinates": polys}
+        parts = []
+        for i, feature in enumerate(features):
+            part = _check_polygon(_geometry_of(feature, name), f"file {name}: features[{i}]")
+            parts.append(part)
+        # Features may touch or overlap (a district and its park): the region is their union.
+        return mapping(unary_union(parts))
+    if not isinstance(doc, dict):
+        raise ValueError(f"file {name}: expected a GeoJSON object, found {type(doc).__name__}")
     return doc
+
+
+def _geometry_of(feature: Any, name: str) -> dict[str, Any]:
+    geometry = feature.get("geometry") if isinstance(feature, dict) else None
+    if not isinstance(geometry, dict):
+        raise ValueError(f"file {name}: a feature without a geometry object (a Polygon or MultiPolygon)")
+    return geometry
 
 
 def _check_polygon(geojson: dict[str, Any], what: str) -> BaseGeometry:
@@ -285,7 +309,7 @@ def _check_polygon(geojson: dict[str, Any], what: str) -> BaseGeometry:
         raise ValueError(f"{what}: must be a Polygon or MultiPolygon, found {kind or 'nothing'}")
     try:
         geom = shape(geojson)
-    except (ValueError, TypeError, IndexError, AttributeError) as exc:
+    except (ValueError, TypeError, IndexError, AttributeError, KeyError, shapely.errors.GEOSException) as exc:
         raise ValueError(f"{what}: malformed coordinates ({exc})") from exc
     if geom.is_empty:
         raise ValueError(f"{what}: the geometry is empty")

@@ -41,6 +41,7 @@ class Job:
         """A hash of everything that determines the product, to skip finished work on a re-run."""
         spec = {
             "region": mapping(self.region.geometry),
+            "title": self.region.title,
             "years": [self.from_year, self.to_year],
             "method": self.method,
             "grid": [self.grid.crs, list(self.grid.transform)[:6], self.grid.width, self.grid.height],

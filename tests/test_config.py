@@ -103,7 +103,26 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
 
 
 def test_malformed_yaml(tmp_path: Path) -> None:
-    assert "malformed YAML" in error_of(tmp_path, "catalog: {id: x\nregions: [")
+    message = error_of(tmp_path, "catalog: {id: x\nregions: [")
+    assert message.startswith(f"{tmp_path / 'regions.yaml'}: malformed YAML at line 2")
+    assert "<unicode string>" not in message
+
+
+def test_empty_config(tmp_path: Path) -> None:
+    assert "the config is empty; it needs catalog, source, pairs and regions" in error_of(tmp_path, "")
+
+
+def test_output_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "catalog").write_text("not a folder")
+    assert "catalog.output: " in error_of(tmp_path, base_config())
+    assert "is a file; name a folder for the catalog" in error_of(tmp_path, base_config())
+
+
+def test_earthengine_project_id(tmp_path: Path) -> None:
+    data = base_config()
+    data["source"] = {"kind": "earthengine", "project": "Demo"}
+    assert "project 'Demo' is not a Google Cloud project id" in error_of(tmp_path, data)
 
 
 @pytest.mark.parametrize(
@@ -170,7 +189,43 @@ def test_feature_collection_with_a_line(tmp_path: Path) -> None:
     (tmp_path / "l.geojson").write_text(json.dumps(fc))
     data = base_config()
     data["regions"][1] = {"id": "line", "file": "l.geojson"}
-    assert "features must be Polygon or MultiPolygon, found LineString" in error_of(tmp_path, data)
+    assert "file l.geojson: features[0]: must be a Polygon or MultiPolygon, found LineString" in error_of(
+        tmp_path, data
+    )
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        ({"type": "FeatureCollection", "features": [1]}, "a feature without a geometry object"),
+        ({"type": "FeatureCollection", "features": {"a": 1}}, "the FeatureCollection has no features"),
+        ({"type": "FeatureCollection", "features": []}, "the FeatureCollection has no features"),
+        ({"type": "Feature", "geometry": {"type": "Polygon"}}, "malformed coordinates"),
+        ({"type": "Feature", "geometry": None}, "a feature without a geometry object"),
+        ([1, 2], "expected a GeoJSON object, found list"),
+    ],
+)
+def test_malformed_geojson_files(tmp_path: Path, doc: Any, expected: str) -> None:
+    (tmp_path / "bad.geojson").write_text(json.dumps(doc))
+    data = base_config()
+    data["regions"][1] = {"id": "bad", "file": "bad.geojson"}
+    message = error_of(tmp_path, data)
+    assert "regions[1] (bad): file bad.geojson" in message
+    assert expected in message
+
+
+def test_overlapping_features_make_one_region(tmp_path: Path) -> None:
+    def square(x: float) -> dict:
+        ring = [[x, 52.0], [x + 0.02, 52.0], [x + 0.02, 52.02], [x, 52.02], [x, 52.0]]
+        return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]}}
+
+    fc = {"type": "FeatureCollection", "features": [square(13.0), square(13.01), square(13.05)]}
+    (tmp_path / "parts.geojson").write_text(json.dumps(fc))
+    data = base_config()
+    data["regions"][1] = {"id": "parts", "file": "parts.geojson"}
+    region = load_config(write(tmp_path, data)).regions[1].geometry
+    assert region.geom_type == "MultiPolygon" and len(region.geoms) == 2
+    assert region.area == pytest.approx(0.03 * 0.02 + 0.02 * 0.02)
 
 
 def test_missing_and_broken_geojson_files(tmp_path: Path) -> None:

@@ -377,9 +377,9 @@ def test_unreadable_service_account_key(no_credentials: None, tmp_path: Path, mo
 
 
 def test_rejected_credentials(standin: StandinServer) -> None:
-    src = ee_source(standin, credentials=Credentials("wrong-token"))
     with pytest.raises(AuthenticationError, match="refused the credentials") as exc:
-        src.years()
+        # ee.Initialize may already ask the server (it does when no earlier test initialized the client)
+        ee_source(standin, credentials=Credentials("wrong-token")).years()
     assert "wrong-token" not in str(exc.value)
 
 
@@ -387,6 +387,19 @@ def test_standin_url_without_credentials_is_anonymous(no_credentials: None, mirr
     with StandinServer(mirror) as server:
         src = EarthEngineSource(project="test-project", url=server.url)
         assert src.years() == list(YEARS)
+
+
+def test_google_credentials_are_never_sent_to_another_host(
+    no_credentials: None, mirror: Path, tmp_path: Path, monkeypatch
+) -> None:
+    key = tmp_path / "key.json"
+    key.write_text(json.dumps({"type": "service_account", "private_key": "SECRET-KEY-MATERIAL"}))
+    monkeypatch.setenv("EE_SERVICE_ACCOUNT_KEY", str(key))
+    with StandinServer(mirror, token="only-for-google") as server:
+        with pytest.raises(AuthenticationError, match="refused the credentials"):
+            # the key is not even read, and the stand-in, which wants a token, gets none
+            EarthEngineSource(project="test-project", url=server.url).years()
+        assert all("SECRET" not in e.message for e in server.log)
 
 
 # --- standalone -------------------------------------------------------------------------------------------

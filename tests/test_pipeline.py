@@ -238,3 +238,31 @@ def test_region_bounds_are_respected_by_the_grid(demo) -> None:
     item = json.loads(item_path(catalog, "airfield_2017_2024_cosine").read_text())
     assert box(*item["bbox"]).buffer(1e-9).contains(AIRFIELD)
     assert item["properties"]["change:region"] == "airfield"
+
+
+def test_a_region_inside_a_nodata_hole_fails_without_leftovers(tmp_path: Path, mirror: Path) -> None:
+    inside_hole = [12.047, 52.422, 12.053, 52.426]
+    config = small_config(tmp_path, mirror, regions=[{"id": "hole", "bbox": inside_hole}])
+    outcomes = run(load_config(config))
+    assert [o.status for o in outcomes] == ["failed"]
+    assert "region 'hole' has no valid pixel for 2017→2024" in (outcomes[0].error or "")
+    assert not (tmp_path / "catalog" / COLLECTION / "hole_2017_2024_cosine").exists()
+
+
+def test_a_rerun_remakes_missing_files_and_follows_title_changes(tmp_path: Path, mirror: Path) -> None:
+    path = small_config(tmp_path, mirror)
+    assert [o.status for o in run(load_config(path))] == ["done"]
+    folder = tmp_path / "catalog" / COLLECTION / "forest_2017_2024_cosine"
+    (folder / "change.tif").unlink()
+    assert [o.status for o in run(load_config(path))] == ["done"]
+    assert (folder / "change.tif").is_file()
+    data = yaml.safe_load(path.read_text())
+    data["catalog"]["title"] = "A new title"
+    path.write_text(yaml.safe_dump(data))
+    assert [o.status for o in run(load_config(path))] == ["skipped"]
+    assert json.loads((tmp_path / "catalog" / "catalog.json").read_text())["title"] == "A new title"
+    data["regions"][0]["title"] = "The forest"
+    path.write_text(yaml.safe_dump(data))
+    assert [o.status for o in run(load_config(path))] == ["done"]
+    item = json.loads((folder / "forest_2017_2024_cosine.json").read_text())
+    assert item["properties"]["title"].startswith("The forest")

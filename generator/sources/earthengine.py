@@ -9,8 +9,9 @@ expressions in ``ee_s2`` and download the same way.
 
 Credentials, in order: the ``credentials`` argument; a service-account key file named by
 ``EE_SERVICE_ACCOUNT_KEY``; Earth Engine's own (``earthengine authenticate``, then application-default
-credentials, which also honour ``GOOGLE_APPLICATION_CREDENTIALS``). When none is found and ``url`` points to
-a host other than Google's (a local stand-in), anonymous credentials are used. Credentials are never logged.
+credentials, which also honour ``GOOGLE_APPLICATION_CREDENTIALS``). When ``url`` points to a host other than
+Google's (a local stand-in), anonymous credentials are used: a user's Google credentials are never sent to
+another host. Credentials are never logged.
 
 Earth Engine's client keeps global state: the last source opened is the one the client talks to; a source
 re-initializes the client when it is used after another one.
@@ -123,6 +124,8 @@ class EarthEngineSource(Source):
     # --- session --------------------------------------------------------------------------------------
 
     def _find_credentials(self) -> Credentials:
+        if self.url and not _is_google(self.url):
+            return AnonymousCredentials()  # never send a user's Google credentials to another host
         key = os.environ.get(SERVICE_ACCOUNT_ENV)
         if key:
             try:
@@ -137,8 +140,6 @@ class EarthEngineSource(Source):
         except TransportError as exc:
             raise SourceError(f"cannot reach Google to check the Earth Engine credentials: {exc}") from None
         except (ee.EEException, GoogleAuthError, OSError):
-            if self.url and not _is_google(self.url):
-                return AnonymousCredentials()
             raise AuthenticationError(f"no Earth Engine credentials found: {HOW_TO_AUTHENTICATE}") from None
 
     def _activate(self) -> None:
