@@ -12,8 +12,8 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import PurePath
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pystac
 from pystac.utils import datetime_to_str, str_to_datetime
@@ -27,6 +27,7 @@ from catalog.render import change_renders
 from generator.errors import OutputError
 from generator.methods import METHODS
 from generator.product import CONTEXT_PREFIX, Product
+from generator.urls import public_href
 
 RASTER_EXTENSION = "https://stac-extensions.github.io/raster/v2.0.0/schema.json"
 PROJECTION_EXTENSION = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
@@ -65,17 +66,6 @@ class ProductFacts:
     thumbnail: FileFacts
     raster: RasterFacts
     context: dict[str, tuple[FileFacts, RasterFacts]] = field(default_factory=dict)  # by asset key
-
-
-def clean_href(href: str) -> str:
-    """Drop userinfo, query string and fragment from a URL (no credentials or signatures in a catalog)."""
-    parts = urlsplit(href)
-    if not parts.scheme:
-        return href
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _finite(value: float, what: str, product: Product) -> float:
@@ -166,7 +156,7 @@ def _context_asset(product: Product, key: str, facts: tuple[FileFacts, RasterFac
 
 def _derived_from(product: Product) -> list[str]:
     info = dataset_info(product.source.dataset)
-    hrefs = [clean_href(h) for h in product.source.derived_from]
+    hrefs = [public_href(h) for h in product.source.derived_from]
     if info.page:
         hrefs.append(info.page)
     return list(dict.fromkeys(hrefs))  # unique, in order
@@ -182,7 +172,12 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
     start, end = span(job.from_year, job.to_year)
     geometry = json.loads(json.dumps(mapping(job.region.geometry)))  # tuples → lists
     created = product.created.astimezone(UTC)
-    location = clean_href(product.source.location)
+    # A local folder means nothing to the catalog's readers (and tells them about the machine): not named.
+    location = (
+        "a local folder"
+        if PurePath(product.source.location).is_absolute()
+        else public_href(product.source.location)
+    )
     properties: dict[str, Any] = {
         "title": f"{job.region.title}: change {job.from_year}→{job.to_year} ({job.method})",
         "description": (

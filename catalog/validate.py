@@ -198,8 +198,12 @@ def validate_catalog(root: Path, schemas_dir: Path | None = None) -> list[str]:
             problems.append(f"{where}: expected a JSON object, found {type(doc).__name__}")
             continue
         problems.extend(_check_schemas(doc, where, validator))
-        for link in doc.get("links", []):
-            href = link.get("href", "")
+        links, assets = doc.get("links"), doc.get("assets")
+        # Malformed links or assets are reported by the schema checks above; only sound ones are followed.
+        for link in links if isinstance(links, list) else []:
+            href = link.get("href") if isinstance(link, dict) else None
+            if not isinstance(href, str):
+                continue
             target = _local_file(href, path) if is_local_relative(href) else None
             if target is None:
                 continue
@@ -207,6 +211,7 @@ def validate_catalog(root: Path, schemas_dir: Path | None = None) -> list[str]:
                 todo.append(target)
             elif not target.is_file():
                 problems.append(f"{where}: link rel={link.get('rel')} href {href} does not resolve to a file")
-        for key, asset in (doc.get("assets") or {}).items():
-            problems.extend(_check_asset(key, asset, where, path))
+        for key, asset in (assets if isinstance(assets, dict) else {}).items():
+            if isinstance(asset, dict) and isinstance(asset.get("href"), str):
+                problems.extend(_check_asset(key, asset, where, path))
     return problems

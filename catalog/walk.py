@@ -23,9 +23,10 @@ def is_local_relative(href: str) -> bool:
 def link_targets(doc: dict[str, Any], rel: str, base: Path) -> list[Path]:
     """Files that the relative links of ``rel`` in ``doc`` (stored at ``base``) point to."""
     out = []
-    for link in doc.get("links", []):
-        href = link.get("href", "")
-        if link.get("rel") == rel and is_local_relative(href):
+    links = doc.get("links")
+    for link in links if isinstance(links, list) else []:
+        href = link.get("href") if isinstance(link, dict) else None
+        if isinstance(href, str) and link.get("rel") == rel and is_local_relative(href):
             out.append((base.parent / href).resolve())
     return out
 

@@ -23,7 +23,6 @@ from generator.errors import SourceError
 from generator.grid import Grid, grid_for, to_crs
 from generator.methods import unit_dot
 from generator.sources.aef import AefSource
-from generator.sources.remote import public_href
 from generator.synthetic import (
     INDEX_NAME,
     NODATA,
@@ -35,6 +34,7 @@ from generator.synthetic import (
     expected_change,
     planted_value,
 )
+from generator.urls import public_href, redact
 
 EAST_PLANT = Plant(box(12.003, 52.405, 12.010, 52.412), year=2020, change=0.4)  # inside 33N
 CROSS_PLANT = Plant(box(11.996, 52.413, 12.004, 52.418), year=2022, change=1.2)  # across 12°E
@@ -151,6 +151,9 @@ def test_public_href_drops_credentials_and_query() -> None:
         "https://host.example:8443/aef/"
     )
     assert public_href("/data/aef") == "/data/aef"
+    gdal = "HTTP 403 on https://b.example/t.tiff?X-Amz-Credential=AKIA&X-Amz-Signature=abc (denied)"
+    assert redact(gdal) == "HTTP 403 on https://b.example/t.tiff (denied)"
+    assert redact("'s3://key:secret@bucket/a.tif' missing") == "'s3://bucket/a.tif' missing"
 
 
 def test_grid_origin_is_on_the_source_lattice(source: AefSource, mirror: Path) -> None:

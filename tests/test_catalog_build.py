@@ -16,7 +16,6 @@ from catalog.build import (
     build_catalog,
     build_collection,
     build_item,
-    clean_href,
     to_json,
 )
 from catalog.datasets import AEF_INFO
@@ -26,7 +25,8 @@ from catalog.layout import collection_id, item_dir
 from generator.errors import OutputError
 from generator.methods import METHODS
 from generator.quicklook import RESCALE, titiler_colormap
-from generator.sources.base import AEF_DATASET
+from generator.sources.base import AEF_DATASET, SourceInfo
+from generator.urls import public_href
 from tests.catalog_helpers import make_product, read_cog, with_fingerprint
 
 COLLECTION = collection_id(AEF_DATASET)
@@ -139,8 +139,16 @@ def test_item_links_are_relative_and_carry_no_credentials(product) -> None:
 
 
 def test_clean_href() -> None:
-    assert clean_href("s3://user:pw@bucket:9000/a/b.tif?x=1#y") == "s3://bucket:9000/a/b.tif"
-    assert clean_href("/local/folder") == "/local/folder"
+    assert public_href("s3://user:pw@bucket:9000/a/b.tif?x=1#y") == "s3://bucket:9000/a/b.tif"
+    assert public_href("/local/folder") == "/local/folder"
+
+
+def test_a_local_mirror_is_not_named_in_the_catalog(tmp_path: Path) -> None:
+    local = SourceInfo("aef", AEF_DATASET, "/home/someone/private/aef", derived_from=[])
+    product = make_product(tmp_path, source=local)
+    item = to_json(build_item(product, facts(product), COLLECTION))
+    assert "/home/someone" not in json.dumps(item)
+    assert "read from the aef source a local folder" in item["properties"]["processing:lineage"]
 
 
 def test_item_without_fingerprint_is_refused(product) -> None:

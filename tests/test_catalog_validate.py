@@ -137,6 +137,13 @@ def core_violation(valid: Path) -> Path:
     return valid
 
 
+@pytest.fixture
+def malformed_links_and_assets(valid: Path) -> Path:
+    """A link that is a bare string and an asset that is a number: reported, never a crash."""
+    edit_item(valid, lambda i: (i["links"].append("../collection.json"), i["assets"].update({"x": 1})))
+    return valid
+
+
 def only(problems: list[str]) -> str:
     assert len(problems) == 1, problems
     return problems[0]
@@ -211,3 +218,10 @@ def test_no_catalog(tmp_path: Path, stac_schemas: Path) -> None:
 def test_missing_schemas_folder(valid: Path, tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="does not exist"):
         validate_catalog(valid, tmp_path / "no-schemas")
+
+
+def test_malformed_links_and_assets_are_problems(
+    malformed_links_and_assets: Path, stac_schemas: Path
+) -> None:
+    problems = validate_catalog(malformed_links_and_assets, stac_schemas)
+    assert problems and all(ITEM in p for p in problems)

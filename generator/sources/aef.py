@@ -31,7 +31,8 @@ from generator.errors import ConfigError, SourceError
 from generator.grid import Grid, to_crs
 from generator.methods import EMBEDDING_METHODS, METHODS, dequantize_lut, unit_dot
 from generator.sources.base import AEF_DATASET, Block, Source, SourceInfo
-from generator.sources.remote import gdal_options, gdal_path, join, public_href, read_parquet, scheme_of
+from generator.sources.remote import gdal_options, gdal_path, join, read_parquet, scheme_of
+from generator.urls import public_href, redact
 
 INDEX_NAME = "aef_index.parquet"
 INDEX_COLUMNS = ["fid", "path", "year", "crs", "utm_west", "utm_south", "utm_east", "utm_north", "geometry"]
@@ -203,7 +204,9 @@ class AefSource(Source):
                 ) as vrt:
                     return vrt.read().astype(np.int8, copy=False)
         except RasterioError as exc:
-            raise SourceError(f"AEF tile {public_href(tile.href)} could not be read: {exc}") from None
+            raise SourceError(
+                f"AEF tile {public_href(tile.href)} could not be read: {redact(str(exc))}"
+            ) from None
 
 
 def _lattice_rows(transform: Affine, crs: str, grid: Grid, window: Window) -> tuple[int, int, bool] | None:

@@ -58,6 +58,7 @@ from generator.sources.ee_tiles import (
     DownloadStats,
     TileDownloader,
 )
+from generator.urls import public_href, redact
 
 SERVICE_ACCOUNT_ENV = "EE_SERVICE_ACCOUNT_KEY"
 """Environment variable naming a service-account JSON key file."""
@@ -157,9 +158,9 @@ class EarthEngineSource(Source):
                 err = ee_tiles.classify(exc)
                 if isinstance(err, AuthenticationError):
                     raise err from None
-                where = self.url or "the default Earth Engine endpoint"
+                where = public_href(self.url) if self.url else "the default Earth Engine endpoint"
                 raise SourceError(
-                    f"cannot open Earth Engine at {where} for project '{self.project}': {exc}"
+                    f"cannot open Earth Engine at {where} for project '{self.project}': {redact(str(exc))}"
                 ) from None
             _active = self._serial
 

@@ -23,6 +23,7 @@ from rasterio.windows import Window
 
 from generator.errors import AuthenticationError, RequestTooLargeError, SourceError
 from generator.grid import BLOCK_SIZE, Grid
+from generator.urls import redact
 
 MAX_REQUEST_BYTES = 50331648
 """computePixels: at most 48 MB of uncompressed pixels per request, counting one mask byte per pixel."""
@@ -88,8 +89,8 @@ class Transient(Exception):
 
 
 def classify(exc: BaseException) -> Exception:
-    """Map a client exception to _Split, Transient, AuthenticationError or SourceError."""
-    msg = str(exc)
+    """Map a client exception to _Split, Transient, AuthenticationError or SourceError (URLs redacted)."""
+    msg = redact(str(exc))
     low = msg.lower()
     if isinstance(exc, GoogleAuthError) or any(m in low for m in AUTH_MESSAGES):
         return AuthenticationError(

@@ -10,13 +10,14 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from generator.errors import SourceError
+from generator.urls import public_href
 
 URL_SCHEMES = ("http", "https", "s3", "gs")
 GDAL_PREFIX = {"http": "/vsicurl/", "https": "/vsicurl/", "s3": "/vsis3/", "gs": "/vsigs/"}
@@ -50,16 +51,6 @@ def gdal_path(href: str) -> str:
         return GDAL_PREFIX[scheme] + href
     parts = urlsplit(href)
     return GDAL_PREFIX[scheme] + parts.netloc + parts.path
-
-
-def public_href(href: str) -> str:
-    """``href`` without user:password, query string or fragment (safe to publish in provenance)."""
-    if not scheme_of(href):
-        return href
-    parts = urlsplit(href)
-    host = parts.hostname or ""
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _s3_endpoint() -> str | None:
