@@ -34,6 +34,7 @@ EE_MAX_CONCURRENCY = 40
 """Earth Engine answers 429 past about 40 concurrent requests per project."""
 EE_DEFAULT_CONCURRENCY = 16
 DEFAULT_OUTPUT = "build/catalog"
+AEF_URL_SCHEMES = ("http", "https", "s3", "gs")
 
 
 def schemas_dir() -> Path:
@@ -154,7 +155,7 @@ def parse_config(data: Any, path: Path) -> Config:
         description=cat.get("description", "Change maps from satellite embeddings, made with changecat."),
         output=output,
     )
-    return Config(path, catalog, _parse_source(data["source"], base), pairs, methods, tuple(regions))
+    return Config(path, catalog, _parse_source(data["source"], path), pairs, methods, tuple(regions))
 
 
 def _schema_problems(data: Any) -> list[str]:
@@ -209,11 +210,17 @@ def _report(path: Path, problems: list[str]) -> str:
     return f"{path}: invalid config ({len(problems)} problem(s)):\n" + "\n".join(f"  - {p}" for p in problems)
 
 
-def _parse_source(src: dict[str, Any], base: Path) -> SourceConfig:
+def _parse_source(src: dict[str, Any], path: Path) -> SourceConfig:
     if src["kind"] == "aef":
         root = src["root"]
+        scheme = root.split("://", 1)[0].lower() if "://" in root else ""
+        if scheme and scheme not in AEF_URL_SCHEMES:
+            raise ConfigError(
+                f"{path}: source.root {root!r}: unsupported scheme {scheme}://; use a folder or an "
+                "https://, http://, s3:// or gs:// URL"
+            )
         if "://" not in root:
-            root = str((base / root).resolve())
+            root = str((path.resolve().parent / root).resolve())
         return AefSourceConfig(root=root)
     return EarthEngineSourceConfig(
         project=src["project"],

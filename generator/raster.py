@@ -41,11 +41,12 @@ OVERVIEW_RESAMPLING = "average"
 "nearest" would pick one arbitrary pixel out of 2^k×2^k and make zoomed-out views speckled and
 unrepresentative. GDAL's average skips nodata (NaN) pixels, so region edges do not bleed."""
 
-GDAL_CACHE_BYTES = 256 * 1024 * 1024
+GDAL_CACHE_BYTES = 64 * 1024 * 1024
 """GDAL's block cache during the writer's GDAL calls. GDAL's default is 5 % of RAM, and written tiles
 stay in the cache until it is full, so without this cap memory grows with the grid up to that 5 %.
-Measured peak RSS on a 24 GB machine: 10000² grid 1.4 GB uncapped, 0.45 GB with this cap;
-14000² 0.50 GB; 1000² 0.14 GB."""
+Measured peak RSS on a 24 GB machine: 10000² grid 1.4 GB uncapped, 0.45 GB with a 256 MB cap. With
+64 MB the whole AEF job (benchmarks/bench_aef.py) peaks at 0.46 GB for 5 Mpx and 0.51 GB for 52 Mpx,
+as fast as with 256 MB."""
 
 GDAL_CONFIG = {
     "GDAL_CACHEMAX": GDAL_CACHE_BYTES,

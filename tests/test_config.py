@@ -318,3 +318,9 @@ def test_year_the_source_lacks_lists_the_available_ones() -> None:
     assert str(info.value) == (
         "mirror /data/aef has no data for year(s) 2016; available years: 2017, 2018, 2024"
     )
+
+
+def test_aef_root_with_an_unsupported_scheme(tmp_path: Path) -> None:
+    data = base_config()
+    data["source"]["root"] = "ftp://example.org/aef"
+    assert "source.root 'ftp://example.org/aef': unsupported scheme ftp://" in error_of(tmp_path, data)
