@@ -14,13 +14,16 @@ import yaml
 COLLECTION = "google-satellite-embedding-v1-annual"
 
 
-def changecat(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def changecat(
+    *args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user would, in a process with a minimal environment (plus ``env``)."""
     return subprocess.run(
         [sys.executable, "-m", "changecat", *map(str, args)],
         capture_output=True,
         text=True,
-        cwd=cwd,
-        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+        cwd=cwd or Path(__file__).resolve().parents[1],
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "NO_GCE_CHECK": "True", **(env or {})},
         timeout=600,
     )
 

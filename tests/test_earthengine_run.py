@@ -4,9 +4,6 @@ products and catalog as the AEF source on the same mirror."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +18,7 @@ from changecat.pipeline import run
 from generator.config import load_config
 from generator.demo import prepare_demo
 from tests.ee_standin import StandinServer
+from tests.test_cli import changecat
 
 COLLECTION = "google-satellite-embedding-v1-annual"
 TOLERANCE = 1e-3
@@ -117,36 +115,17 @@ def test_the_same_statistics(both: tuple[Path, Path]) -> None:
 
 def test_the_cli_runs_the_earthengine_source(tmp_path: Path, standin: StandinServer) -> None:
     config = write_config(tmp_path, {"kind": "earthengine", "project": "test-project", "url": standin.url})
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "NO_GCE_CHECK": "True", "COLUMNS": "200"}
-    result = subprocess.run(
-        [sys.executable, "-m", "changecat", "run", str(config)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=Path(__file__).resolve().parents[1],
-        timeout=600,
-    )
+    result = changecat("run", config, env={"HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert "8 made, 0 up to date, 0 failed" in result.stderr
     assert "town_2017_2024_cosine" in result.stdout
 
 
 def test_unreachable_earthengine_is_one_clear_error(tmp_path: Path) -> None:
-    config = write_config(
-        tmp_path, {"kind": "earthengine", "project": "test-project", "url": "http://127.0.0.1:9"}
-    )
-    env = {**os.environ, "HOME": str(tmp_path)}
-    result = subprocess.run(
-        [sys.executable, "-m", "changecat", "run", str(config)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=Path(__file__).resolve().parents[1],
-        timeout=600,
-    )
+    source = {"kind": "earthengine", "project": "test-project", "url": "http://127.0.0.1:9"}
+    result = changecat("run", write_config(tmp_path, source), env={"HOME": str(tmp_path)})
     assert result.returncode == 2
-    assert result.stderr.startswith("error: ")
-    assert "http://127.0.0.1:9" in result.stderr
+    assert result.stderr.startswith("error: cannot open Earth Engine at http://127.0.0.1:9")
     assert "Traceback" not in result.stderr
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import ee
 import numpy as np
 import pytest
-from google.oauth2.credentials import Credentials
 from shapely.geometry import box
 
 from generator.errors import SourceError
@@ -23,13 +22,12 @@ from generator.sources.ee_tiles import CONTEXT_BYTES_PER_PIXEL, CONTEXT_TILE_SIZ
 from generator.synthetic import MirrorSpec, build_mirror
 from tests.ee_standin import StandinServer
 from tests.ee_standin import s2 as synth
+from tests.test_earthengine import TOKEN, ee_source
 
 YEARS = (2018, 2020, 2023)
 BOUNDS = (13.300, 52.500, 13.330, 52.520)
 REGION = box(13.296, 52.498, 13.326, 52.518)  # reaches beyond the mirror (and the S2 scenes) west and south
-TOKEN = "test-token"
-FAST = {"client_retries": 1, "retry_attempts": 3, "backoff_s": 0.01}
-TILE = 96
+TILE = 96  # the tile side ee_source uses
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +46,6 @@ def grid() -> Grid:
 def standin(mirror: Path):
     with StandinServer(mirror, token=TOKEN) as server:
         yield server
-
-
-def ee_source(server: StandinServer, **kw) -> EarthEngineSource:
-    args = {"tile_size": TILE, "min_tile_size": 24, "credentials": Credentials(TOKEN), "max_concurrency": 4}
-    return EarthEngineSource(project="test-project", url=server.url, **{**args, **FAST, **kw})
 
 
 def assemble_context(src: EarthEngineSource, grid: Grid, year: int) -> np.ndarray:
