@@ -67,6 +67,38 @@ def _existing_collections(root: Path) -> list[str]:
     return [p.parent.name for p in link_targets(read_json(path), "child", path) if p.is_file()]
 
 
+class CatalogStore:
+    """The catalog at ``root`` during one run: each ``add`` writes a product's item, then its collection,
+    then the root catalog. The items of a collection are read from disk once and kept, so a run of N
+    products costs N collection rebuilds in memory rather than N² item reads."""
+
+    def __init__(self, root: Path, *, catalog_id: str, title: str, description: str) -> None:
+        self.root = Path(root).resolve()
+        self.catalog_id, self.title, self.description = catalog_id, title, description
+        self._items: dict[str, dict[str, pystac.Item]] = {}
+
+    def add(self, products: list[Product]) -> None:
+        """Create or update one item per product (its files already in its item folder)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        by_collection: dict[str, list[Product]] = defaultdict(list)
+        for product in products:
+            by_collection[layout.collection_id(product.source.dataset)].append(product)
+        for coll, prods in by_collection.items():
+            if coll not in self._items:
+                self._items[coll] = _existing_items(self.root, coll)
+            items = self._items[coll]
+            for product in prods:
+                folder = layout.item_dir(self.root, coll, product.job.item_id)
+                item = build_item(product, product_facts(product, folder), coll)
+                write_json_atomic(folder / f"{item.id}.json", to_json(item))
+                items[item.id] = item
+            collection = build_collection(coll, list(items.values()))
+            write_json_atomic(layout.collection_json(self.root, coll), to_json(collection))
+        collections = [*_existing_collections(self.root), *by_collection]
+        catalog = build_catalog(self.catalog_id, self.title, self.description, collections)
+        write_json_atomic(self.root / layout.CATALOG_FILE, to_json(catalog))
+
+
 def save_catalog(
     root: Path, *, catalog_id: str, title: str, description: str, products: list[Product]
 ) -> None:
@@ -74,21 +106,4 @@ def save_catalog(
 
     Each product's COG and thumbnail must already be in ``item_dir(root, collection, item_id)``.
     """
-    root = Path(root).resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    by_collection: dict[str, list[Product]] = defaultdict(list)
-    for product in products:
-        by_collection[layout.collection_id(product.source.dataset)].append(product)
-    for coll, prods in by_collection.items():
-        items = _existing_items(root, coll)
-        for product in prods:
-            folder = layout.item_dir(root, coll, product.job.item_id)
-            item = build_item(product, product_facts(product, folder), coll)
-            write_json_atomic(folder / f"{item.id}.json", to_json(item))
-            items[item.id] = item
-        write_json_atomic(
-            layout.collection_json(root, coll), to_json(build_collection(coll, list(items.values())))
-        )
-    collections = [*_existing_collections(root), *by_collection]
-    catalog = build_catalog(catalog_id, title, description, collections)
-    write_json_atomic(root / layout.CATALOG_FILE, to_json(catalog))
+    CatalogStore(root, catalog_id=catalog_id, title=title, description=description).add(products)

@@ -18,7 +18,7 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from catalog.layout import collection_id, item_dir
-from catalog.store import load_fingerprints, save_catalog
+from catalog.store import CatalogStore, load_fingerprints
 from changecat import __version__
 from generator.config import Config
 from generator.errors import ChangecatError, ConfigError, NoDataError
@@ -91,29 +91,24 @@ def run(config: Config, reporter: Reporter | None = None, force: bool = False) -
         reporter.run_started(jobs)
         done = {} if force else load_fingerprints(config.catalog.output)
         context: ContextCache | None = {} if getattr(config.source, "s2_context", False) else None
+        cat = config.catalog
+        store = CatalogStore(cat.output, catalog_id=cat.id, title=cat.title, description=cat.description)
         outcomes = []
         for job in jobs:
-            outcome = _run_one(job, source, config, done, reporter, context)
+            outcome = _run_one(job, source, store, done, reporter, context)
             reporter.job_finished(outcome)
             outcomes.append(outcome)
-        if (config.catalog.output / "catalog.json").is_file() and not any(o.product for o in outcomes):
-            _save(config, [])  # nothing new, but the catalog's own title or description may have changed
+        if (cat.output / "catalog.json").is_file() and not any(o.product for o in outcomes):
+            store.add([])  # nothing new, but the catalog's own title or description may have changed
         return outcomes
     finally:
         source.close()
 
 
-def _save(config: Config, products: list[Product]) -> None:
-    cat = config.catalog
-    save_catalog(
-        cat.output, catalog_id=cat.id, title=cat.title, description=cat.description, products=products
-    )
-
-
 def _run_one(
     job: Job,
     source: Source,
-    config: Config,
+    store: CatalogStore,
     done: dict[str, str],
     reporter: Reporter,
     context: ContextCache | None,
@@ -122,11 +117,11 @@ def _run_one(
     fingerprint = job.fingerprint(identity, __version__)
     try:
         coll = collection_id(product_info(source, job.method).dataset)
-        out_dir = item_dir(config.catalog.output, coll, job.item_id)
+        out_dir = item_dir(store.root, coll, job.item_id)
         if done.get(job.item_id) == fingerprint and (out_dir / COG_NAME).is_file():
             return JobOutcome(job, "skipped")
         product = make_product(job, source, out_dir, fingerprint, reporter, context)
-        _save(config, [product])
+        store.add([product])
     except (ChangecatError, OSError) as exc:  # OSError: disk full, permissions... fail this job only
         return JobOutcome(job, "failed", error=str(exc))
     return JobOutcome(job, "done", product=product)

@@ -15,7 +15,7 @@ import pytest
 
 from catalog.files import write_json_atomic
 from catalog.layout import collection_id
-from catalog.store import load_fingerprints, save_catalog
+from catalog.store import CatalogStore, load_fingerprints, save_catalog
 from catalog.summary import summarize
 from catalog.validate import validate_catalog
 from generator.errors import OutputError
@@ -192,3 +192,13 @@ def test_odc_stac_loads_the_change_asset(saved: Path, two_products: list) -> Non
     assert loaded.shape == expected.shape
     np.testing.assert_array_equal(loaded, expected)  # NaN positions equal too
     assert ds.odc.crs.epsg == 32633
+
+
+def test_a_store_adding_one_by_one_gives_the_whole_catalog(
+    catalog_root: Path, two_products, stac_schemas: Path
+) -> None:
+    store = CatalogStore(catalog_root, catalog_id="cat", title="Test", description="A test catalog.")
+    for product in two_products:
+        store.add([product])
+    assert load_fingerprints(catalog_root) == {p.job.item_id: p.fingerprint for p in two_products}
+    assert validate_catalog(catalog_root, stac_schemas) == []
