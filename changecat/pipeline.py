@@ -186,9 +186,8 @@ def make_product(
         years = (job.from_year, job.to_year) if context is not None else ()
         for year in years:
             earlier = (context or {}).get((job.region.id, year))
-            _write_context(
-                source, job, year, context_windows, staging / _context_name(year), earlier, reporter
-            )
+            path = staging / _context_name(year)
+            _write_context(source, job, year, region, context_windows, path, earlier, reporter)
         for path in staging.iterdir():
             os.replace(path, out_dir / path.name)
     finally:
@@ -224,19 +223,19 @@ def _write_context(
     source: Source,
     job: Job,
     year: int,
+    region: BaseGeometry,
     windows: list[Window],
     path: Path,
     earlier: Path | None,
     reporter: Reporter,
 ) -> None:
-    """The year's Sentinel-2 RGB composite of the region; copied from ``earlier`` when this run already
-    downloaded it for another job of the region."""
+    """The year's Sentinel-2 RGB composite of the region (``region`` in the grid's CRS); copied from
+    ``earlier`` when this run already downloaded it for another job of the region."""
     if earlier is not None and earlier.is_file():
         shutil.copyfile(earlier, path)
         for _ in windows:
             reporter.block_done(job)
         return
-    region = to_crs(job.region.geometry, "EPSG:4326", job.grid.crs)
     blocks = source.context(job.grid, year, windows)
     with CogWriter(path, job.grid, count=3, dtype="uint16", nodata=0) as writer:
         for window, rgb in mask_outside(blocks, region, job.grid, nodata=0):

@@ -16,6 +16,8 @@ from shapely.geometry.base import BaseGeometry
 RESOLUTION_M = 10.0
 """AlphaEarth embeddings are 10 m pixels."""
 
+UTM_ZONE_WIDTH_DEG = 6.0
+
 BLOCK_SIZE = 512
 """Side of the internal tiles of the COGs we write, and of the blocks we compute locally."""
 
@@ -61,10 +63,14 @@ class Grid:
         return (t.c, t.f + t.e * window.height, t.c + t.a * window.width, t.f)
 
 
+def utm_zone(lon: float) -> int:
+    """The UTM zone number (1-60) of a longitude."""
+    return min(int((lon + 180.0) // UTM_ZONE_WIDTH_DEG) + 1, 60)
+
+
 def utm_crs_for(lon: float, lat: float) -> str:
     """The WGS84 UTM zone CRS ("EPSG:326zz" north, "EPSG:327zz" south) containing a point."""
-    zone = min(int((lon + 180.0) // 6.0) + 1, 60)
-    return f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
+    return f"EPSG:{(32600 if lat >= 0 else 32700) + utm_zone(lon)}"
 
 
 def to_crs(geom: BaseGeometry, src: str, dst: str) -> BaseGeometry:

@@ -32,12 +32,10 @@ from rasterio.shutil import copy as rio_copy
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
-from generator.grid import RESOLUTION_M, to_crs
+from generator.grid import RESOLUTION_M, UTM_ZONE_WIDTH_DEG, to_crs, utm_zone
 from generator.methods import METHODS, dequantize_lut
+from generator.sources.aef import BANDS, INDEX_NAME, NODATA
 
-BANDS = 64
-NODATA = -128
-INDEX_NAME = "aef_index.parquet"
 COG_BLOCK = 256
 """Internal tile side of the mirror's COGs (the real files use 256 too)."""
 FEATURES = 12
@@ -45,7 +43,6 @@ FEATURES = 12
 WAVELENGTH_DEG = (0.02, 0.08)
 """Range of the field's wavelengths in degrees (about 300 m to 2 km): smooth at 10 m, varied at 1 km."""
 TEXTURE_AMPLITUDE = 0.3
-ZONE_WIDTH_DEG = 6.0
 ZONE_OVERLAP_DEG = 0.002
 """Each zone's files carry data this far (about 140 m) past the zone's edges, so that a grid in one zone
 finds data across the border under nearest resampling and the zones join without a gap."""
@@ -207,13 +204,9 @@ def dequantize(v: np.ndarray) -> np.ndarray:
 # --- layout ---------------------------------------------------------------------------------------------
 
 
-def zone_of(lon: float) -> int:
-    return min(int((lon + 180.0) // ZONE_WIDTH_DEG) + 1, 60)
-
-
 def zone_lon_range(zone: int) -> tuple[float, float]:
-    west = -180.0 + ZONE_WIDTH_DEG * (zone - 1)
-    return west, west + ZONE_WIDTH_DEG
+    west = -180.0 + UTM_ZONE_WIDTH_DEG * (zone - 1)
+    return west, west + UTM_ZONE_WIDTH_DEG
 
 
 def tiles(spec: MirrorSpec, year: int) -> Iterator[TileInfo]:
@@ -223,7 +216,7 @@ def tiles(spec: MirrorSpec, year: int) -> Iterator[TileInfo]:
         raise ValueError(f"bounds {spec.bounds} straddle the equator; keep a mirror in one hemisphere")
     hemi, base = ("N", 32600) if south >= 0.0 else ("S", 32700)
     side = spec.tile_size * RESOLUTION_M
-    for zone in range(zone_of(west), zone_of(math.nextafter(east, -math.inf)) + 1):
+    for zone in range(utm_zone(west), utm_zone(math.nextafter(east, -math.inf)) + 1):
         z0, z1 = zone_lon_range(zone)
         crs = f"EPSG:{base + zone}"
         area = box(max(west, z0 - ZONE_OVERLAP_DEG), south, min(east, z1 + ZONE_OVERLAP_DEG), north)

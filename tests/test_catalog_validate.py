@@ -75,12 +75,17 @@ def striped_tiff(valid: Path) -> Path:
     cog.unlink()
     with rasterio.open(cog, "w", **profile) as dst:
         dst.write(np.zeros((NON_COG_SIDE, NON_COG_SIDE), np.float32), 1)
+    refresh_file_facts(valid, cog)
+    return valid
+
+
+def refresh_file_facts(catalog: Path, cog: Path) -> None:
+    """Record the COG's new size and checksum in the item, so only the COG itself is wrong."""
     facts = file_facts(cog)
     edit_item(
-        valid,
+        catalog,
         lambda i: i["assets"]["change"].update({"file:size": facts.size, "file:checksum": facts.checksum}),
     )
-    return valid
 
 
 @pytest.fixture
@@ -88,11 +93,7 @@ def garbage_cog(valid: Path) -> Path:
     """change.tif holds bytes that are no raster at all; size and checksum updated."""
     cog = valid / COLLECTION / ITEM / "change.tif"
     cog.write_bytes(b"not a tiff")
-    facts = file_facts(cog)
-    edit_item(
-        valid,
-        lambda i: i["assets"]["change"].update({"file:size": facts.size, "file:checksum": facts.checksum}),
-    )
+    refresh_file_facts(valid, cog)
     return valid
 
 

@@ -22,7 +22,7 @@ from generator.sources.ee_tiles import CONTEXT_BYTES_PER_PIXEL, CONTEXT_TILE_SIZ
 from generator.synthetic import MirrorSpec, build_mirror
 from tests.ee_standin import StandinServer
 from tests.ee_standin import s2 as synth
-from tests.test_earthengine import TOKEN, ee_source
+from tests.test_earthengine import TOKEN, assemble, ee_source
 
 YEARS = (2018, 2020, 2023)
 BOUNDS = (13.300, 52.500, 13.330, 52.520)
@@ -54,15 +54,6 @@ def assemble_context(src: EarthEngineSource, grid: Grid, year: int) -> np.ndarra
         assert values.shape == (3, w.height, w.width) and values.dtype == np.uint16
         out[:, w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width] = values
     assert not (out == 65535).any(), "some pixels of the grid were never yielded"
-    return out
-
-
-def assemble_change(src: EarthEngineSource, grid: Grid, from_year: int, to_year: int) -> np.ndarray:
-    out = np.full(grid.shape, -1.0, dtype=np.float32)
-    for w, values in src.compute(grid, from_year, to_year, "s2-difference", src.windows(grid)):
-        assert values.shape == (w.height, w.width) and values.dtype == np.float32
-        out[w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width] = values
-    assert not (out == -1.0).any(), "some pixels of the grid were never yielded"
     return out
 
 
@@ -131,7 +122,7 @@ def test_context_is_the_median_of_clear_observations(standin: StandinServer, gri
 
 def test_s2_difference_known_answer(standin: StandinServer, grid: Grid) -> None:
     src = ee_source(standin)
-    got = assemble_change(src, grid, 2018, 2023)
+    got = assemble(src, grid, 2018, 2023, "s2-difference")
     a, b = known_median(standin.s2, grid, 2018), known_median(standin.s2, grid, 2023)
     want = np.sqrt((((b - a) / 10000) ** 2).sum(axis=0))
     assert np.array_equal(np.isnan(got), np.isnan(want)), "NaN where either year has no clear observation"
@@ -174,7 +165,7 @@ def test_context_tiles_split_on_total_request_size(mirror: Path, grid: Grid) -> 
 def test_s2_difference_splits_on_user_memory_limit(mirror: Path, grid: Grid) -> None:
     with StandinServer(mirror, token=TOKEN, memory_limit_pixels=50 * 50) as server:
         src = ee_source(server)
-        got = assemble_change(src, grid, 2020, 2023)
+        got = assemble(src, grid, 2020, 2023, "s2-difference")
         entries = report(server, "s2-difference, memory limit 2500 px")
         spec = server.s2
     a, b = known_median(spec, grid, 2020), known_median(spec, grid, 2023)
@@ -248,4 +239,4 @@ def test_no_scenes_give_nodata_not_an_error(standin: StandinServer, where: str, 
     grid = grid_for(box(14.000, 52.000, 14.004, 52.003) if where == "beyond the scenes" else REGION)
     src = ee_source(standin)
     assert not assemble_context(src, grid, year).any()
-    assert np.isnan(assemble_change(src, grid, year, 2023)).all()
+    assert np.isnan(assemble(src, grid, year, 2023, "s2-difference")).all()

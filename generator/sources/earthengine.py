@@ -67,9 +67,6 @@ CLIENT_MAX_RETRIES = 5
 DATA_CATALOG_TIMEOUT_S = 5.0
 """ee.Initialize fetches Google's data catalog for deprecation warnings; never wait longer than this."""
 BAND_NAMES = [f"A{i:02d}" for i in range(64)]
-DATASET_PAGES = {
-    AEF_DATASET: "https://developers.google.com/earth-engine/datasets/catalog/GOOGLE_SATELLITE_EMBEDDING_V1_ANNUAL"
-}
 
 __all__ = ["S2_COLLECTION", "S2_RGB_BANDS", "EarthEngineSource"]
 
@@ -184,9 +181,8 @@ class EarthEngineSource(Source):
 
     @property
     def info(self) -> SourceInfo:
-        dataset = AEF_DATASET if self.collection == AEF_DATASET else self.collection
-        page = DATASET_PAGES.get(self.collection)
-        return SourceInfo("earthengine", dataset, self.collection, [page] if page else [])
+        # The dataset's page is added by the catalog, which knows each dataset's licence and links.
+        return SourceInfo("earthengine", self.collection, self.collection)
 
     def years(self) -> list[int]:
         starts = self._call(
