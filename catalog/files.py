@@ -3,6 +3,8 @@ the I/O edge that keeps ``catalog.build`` pure."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import json
 import os
@@ -86,7 +88,7 @@ def read_json(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise OutputError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
     except json.JSONDecodeError as exc:
-        raise OutputError(f"{path}: not valid JSON ({exc}); delete the catalog folder to rebuild it") from exc
+        raise OutputError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise OutputError(f"{path}: expected a JSON object, found {type(data).__name__}")
     return data
@@ -109,3 +111,41 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+AT_FDCWD = -100
+RENAME_EXCHANGE = 2
+"""renameat2(2) flag: swap two paths atomically (Linux ≥ 3.15 on ext4, xfs, btrfs, tmpfs ...)."""
+
+
+def _exchange(a: Path, b: Path) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available", str(a))
+    if renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(a))
+
+
+def switch_folder(new: Path, target: Path) -> Path | None:
+    """Put the folder ``new`` in the place of ``target`` in one step; return where the old content now is
+    (to be removed by the caller), or None if there was none.
+
+    With an existing ``target`` the two are exchanged atomically (renameat2), so a reader or a crash sees
+    the whole old folder or the whole new one. Where the file system cannot exchange, the old folder is
+    renamed aside first: a crash in between leaves no folder (the next run remakes it), never a mix.
+    """
+    if not target.exists():
+        os.rename(new, target)
+        return None
+    try:
+        _exchange(new, target)
+        return new
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+            raise
+    aside = new.with_name(new.name + "-old")
+    os.rename(target, aside)
+    os.rename(new, target)
+    return aside

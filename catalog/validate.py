@@ -22,6 +22,7 @@ from rio_cogeo.cogeo import cog_validate
 
 from catalog.extension import own_schemas
 from catalog.files import SHA256_MULTIHASH_PREFIX, sha256_multihash
+from catalog.integrity import integrity_problems
 from catalog.layout import CATALOG_FILE
 from catalog.walk import is_local_relative
 from generator.errors import OutputError
@@ -214,4 +215,4 @@ def validate_catalog(root: Path, schemas_dir: Path | None = None) -> list[str]:
         for key, asset in (assets if isinstance(assets, dict) else {}).items():
             if isinstance(asset, dict) and isinstance(asset.get("href"), str):
                 problems.extend(_check_asset(key, asset, where, path))
-    return problems
+    return problems + integrity_problems(root)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from rich import box
@@ -13,6 +14,7 @@ from rich.table import Table
 
 from changecat import __version__
 from changecat.pipeline import JobOutcome, run
+from changecat.signals import EXIT_SIGTERM, exit_code, terminate_as_interrupt
 from generator.config import load_config
 from generator.errors import ChangecatError
 from generator.plan import Job
@@ -51,8 +53,28 @@ class ProgressReporter:
         if outcome.error:
             self.progress.console.print(f"  {outcome.error}", style="red", markup=False)
 
+    def note(self, message: str) -> None:
+        self.progress.console.print(message, style="yellow", markup=False, highlight=False)
 
-def _run_config(config_path: Path, force: bool) -> None:
+
+def _interrupted(exc: KeyboardInterrupt) -> NoReturn:
+    """Leave as shells expect after Ctrl-C or SIGTERM; the run has already cleaned up its staging."""
+    code = exit_code(exc)
+    console.print(
+        f"interrupted ({'SIGTERM' if code == EXIT_SIGTERM else 'Ctrl-C'}); finished products are kept"
+    )
+    sys.exit(code)
+
+
+def _run_config(config_path: Path, force: bool, adopt: bool = False, prune: bool = False) -> None:
+    try:
+        with terminate_as_interrupt():
+            _run_config_inner(config_path, force, adopt, prune)
+    except KeyboardInterrupt as exc:
+        _interrupted(exc)
+
+
+def _run_config_inner(config_path: Path, force: bool, adopt: bool, prune: bool) -> None:
     config = load_config(config_path)
     columns = (
         TextColumn("{task.description}"),
@@ -63,7 +85,7 @@ def _run_config(config_path: Path, force: bool) -> None:
     )
     progress = Progress(*columns, console=console, transient=False)
     try:
-        outcomes = run(config, ProgressReporter(progress), force=force)
+        outcomes = run(config, ProgressReporter(progress), force=force, adopt=adopt, prune=prune)
     finally:
         if progress.live.is_started:
             progress.stop()
@@ -118,13 +140,47 @@ def cli() -> None:
 @cli.command("run")
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Recompute products even when they are up to date.")
-def run_cmd(config: Path, force: bool) -> None:
+@click.option(
+    "--adopt",
+    is_flag=True,
+    help="Add changecat's collections to an existing catalog.json that changecat did not write "
+    "(refused otherwise); its links and fields are kept.",
+)
+@click.option("--prune", "prune_", is_flag=True, help="Afterwards remove products CONFIG no longer asks for.")
+def run_cmd(config: Path, force: bool, adopt: bool, prune_: bool) -> None:
     """Make every product CONFIG asks for and update its catalog.
 
     CONFIG is a regions YAML file (catalog, source, pairs, methods, regions; see README). Products that
-    are already in the catalog with the same inputs are skipped. Exit 1 if any job failed.
+    are already in the catalog with the same inputs, and whose files agree with their items, are skipped.
+    Several runs may write one catalog at once. Exit 1 if any job failed, 130 on Ctrl-C, 143 on SIGTERM.
     """
-    _run_config(config, force)
+    _run_config(config, force, adopt, prune_)
+
+
+@cli.command("prune")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+def prune_cmd(config: Path, dry_run: bool) -> None:
+    """Remove the products (item folder and link) whose region, pair or method left CONFIG.
+
+    Only items changecat wrote are touched, and only the files their items name. Every collection of the
+    catalog is considered: prune with the config that owns the whole catalog.
+    """
+    from changecat.pipeline import prune
+
+    try:
+        with terminate_as_interrupt():
+            removed = prune(
+                load_config(config), dry_run=dry_run, note=lambda m: console.print(m, markup=False)
+            )
+    except KeyboardInterrupt as exc:
+        _interrupted(exc)
+    verb = "would remove" if dry_run else "removed"
+    for path in removed:
+        out.print(f"{verb} {path}", markup=False, highlight=False)
+    console.print(
+        f"{len(removed)} product(s) {'to remove (dry run, nothing changed)' if dry_run else 'removed'}"
+    )
 
 
 @cli.command()

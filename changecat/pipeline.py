@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,11 +17,18 @@ from rasterio.windows import Window
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
-from catalog.layout import collection_id, item_dir
-from catalog.store import CatalogStore, load_fingerprints
+from catalog.agree import disagreement
+from catalog.build import CHANGE_ASSET, THUMBNAIL_ASSET
+from catalog.files import read_json
+from catalog.integrity import STAGING_PREFIX, remove_leftovers
+from catalog.layout import CATALOG_FILE, collection_id, item_json
+from catalog.lock import RunPresence
+from catalog.prune import prune_candidates, remove_products
+from catalog.store import CatalogStore
+from catalog.testhook import hold
 from changecat import __version__
 from generator.config import Config
-from generator.errors import ChangecatError, ConfigError, NoDataError
+from generator.errors import ChangecatError, ConfigError, NoDataError, OutputError
 from generator.grid import Grid, to_crs
 from generator.methods import METHODS
 from generator.plan import Job, check_years, make_jobs
@@ -34,8 +41,6 @@ from generator.stats import StatsAccumulator
 
 COG_NAME = "change.tif"
 THUMBNAIL_NAME = "thumbnail.png"
-
-STAGING_PREFIX = ".staging-"
 ContextCache = dict[tuple[str, int], Path]
 """Sentinel-2 composites already written in this run, by (region id, year)."""
 
@@ -47,6 +52,7 @@ class Reporter(Protocol):
     def job_started(self, job: Job, blocks: int) -> None: ...
     def block_done(self, job: Job, detail: str = "") -> None: ...
     def job_finished(self, outcome: JobOutcome) -> None: ...
+    def note(self, message: str) -> None: ...
 
 
 class SilentReporter:
@@ -62,6 +68,9 @@ class SilentReporter:
     def job_finished(self, outcome: JobOutcome) -> None:
         pass
 
+    def note(self, message: str) -> None:
+        pass
+
 
 @dataclass(frozen=True)
 class JobOutcome:
@@ -71,65 +80,184 @@ class JobOutcome:
     product: Product | None = None
 
 
-def run(config: Config, reporter: Reporter | None = None, force: bool = False) -> list[JobOutcome]:
+def run(
+    config: Config,
+    reporter: Reporter | None = None,
+    force: bool = False,
+    adopt: bool = False,
+    prune: bool = False,
+) -> list[JobOutcome]:
     """Make every product the config asks for; failed jobs are reported, not raised.
 
-    Finished products whose inputs have not changed are skipped unless ``force``. The catalog is saved
-    after each product, so an interrupted run keeps what it finished.
+    Finished products whose inputs have not changed and whose files agree with their items are skipped
+    unless ``force``. Each product is committed as soon as it is made, so an interrupted run keeps what it
+    finished. With ``prune``, products the config no longer asks for are removed afterwards.
     """
     reporter = reporter or SilentReporter()
+    note = _note_of(reporter)
+    cat = config.catalog
+    store = CatalogStore(
+        cat.output, catalog_id=cat.id, title=cat.title, description=cat.description, adopt=adopt, note=note
+    )
+    store.check_owner()  # before anything is read or computed: a foreign catalog is refused untouched
     source = open_source(config.source)
     try:
-        available = source.years()
-        check_years(config.pairs.years(), available, source.info.location)
-        pairs = config.pairs.resolve(available)
-        if not pairs:
-            raise ConfigError(
-                f"{config.path}: pairs: no year pair to compute from the available years {available}"
-            )
-        jobs = make_jobs(config.regions, pairs, config.methods, source.grid_origin)
-        reporter.run_started(jobs)
-        done = {} if force else load_fingerprints(config.catalog.output)
+        jobs = plan_jobs(config, source)
         context: ContextCache | None = {} if getattr(config.source, "s2_context", False) else None
-        cat = config.catalog
-        store = CatalogStore(cat.output, catalog_id=cat.id, title=cat.title, description=cat.description)
-        outcomes = []
-        for job in jobs:
-            outcome = _run_one(job, source, store, done, reporter, context)
-            reporter.job_finished(outcome)
-            outcomes.append(outcome)
-        if (cat.output / "catalog.json").is_file() and not any(o.product for o in outcomes):
-            store.add([])  # nothing new, but the catalog's own title or description may have changed
+        identity = _source_identity(source) + (":s2-context" if context is not None else "")
+        plans = [_plan(job, source, store.root, identity, force, context is not None) for job in jobs]
+        current = {}
+        for plan in plans:
+            if plan.reason is None:
+                current.setdefault(plan.collection, []).append(plan.job.item_id)
+        unwanted = prune_candidates(store.root, {p.job.item_id for p in plans}) if prune else []
+        work = any(p.reason for p in plans) or bool(unwanted) or store.needs_update(current)
+        if work:
+            store.check_writable()  # said once, before any job starts
+        reporter.run_started(jobs)
+        with RunSession(store.root, note, active=work):
+            outcomes = []
+            for plan in plans:
+                outcome = _run_one(plan, source, store, reporter, context)
+                reporter.job_finished(outcome)
+                outcomes.append(outcome)
+            exists = (store.root / CATALOG_FILE).is_file()
+            if work and (current or exists) and store.needs_update(current):
+                store.link(list(current))  # up-to-date items a crash left unlinked; a new title
+            if unwanted:
+                remove_products(store, unwanted, note)
         return outcomes
     finally:
         source.close()
 
 
-def _run_one(
-    job: Job,
-    source: Source,
-    store: CatalogStore,
-    done: dict[str, str],
-    reporter: Reporter,
-    context: ContextCache | None,
-) -> JobOutcome:
-    identity = _source_identity(source) + (":s2-context" if context is not None else "")
-    fingerprint = job.fingerprint(identity, __version__)
+def prune(config: Config, dry_run: bool = False, note: Callable[[str], None] | None = None) -> list[Path]:
+    """Remove (or with ``dry_run`` only list) the item folders of products the config no longer asks for."""
+    note = note or (lambda message: None)
+    cat = config.catalog
+    store = CatalogStore(
+        cat.output, catalog_id=cat.id, title=cat.title, description=cat.description, note=note
+    )
+    store.check_owner()
+    source = open_source(config.source)
     try:
-        coll = collection_id(product_info(source, job.method).dataset)
-        out_dir = item_dir(store.root, coll, job.item_id)
-        if done.get(job.item_id) == fingerprint and (out_dir / COG_NAME).is_file():
-            return JobOutcome(job, "skipped")
-        product = make_product(job, source, out_dir, fingerprint, reporter, context)
-        store.add([product])
+        wanted = {job.item_id for job in plan_jobs(config, source)}
+    finally:
+        source.close()
+    unwanted = prune_candidates(store.root, wanted)
+    if unwanted and not dry_run:
+        store.check_writable()
+        with RunSession(store.root, note, active=True):
+            remove_products(store, unwanted, note)
+    return [store.root / coll / item_id for coll, item_id in unwanted]
+
+
+def plan_jobs(config: Config, source: Source) -> list[Job]:
+    """The config's jobs, with the pairs resolved against the years the source holds."""
+    available = source.years()
+    check_years(config.pairs.years(), available, source.info.location)
+    pairs = config.pairs.resolve(available)
+    if not pairs:
+        raise ConfigError(
+            f"{config.path}: pairs: no year pair to compute from the available years {available}"
+        )
+    return make_jobs(config.regions, pairs, config.methods, source.grid_origin)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    job: Job
+    collection: str
+    fingerprint: str
+    reason: str | None  # why the product must be made; None when it is up to date
+
+
+def _plan(job: Job, source: Source, root: Path, identity: str, force: bool, context: bool) -> _Plan:
+    fingerprint = job.fingerprint(identity, __version__)
+    coll = collection_id(product_info(source, job.method).dataset)
+    path = item_json(root, coll, job.item_id)
+    required = [CHANGE_ASSET, THUMBNAIL_ASSET]
+    required += [f"{CONTEXT_PREFIX}{y}" for y in (job.from_year, job.to_year)] if context else []
+    return _Plan(job, coll, fingerprint, "forced" if force else stale_reason(path, fingerprint, required))
+
+
+def stale_reason(path: Path, fingerprint: str, required: list[str]) -> str | None:
+    """Why the product whose item is at ``path`` must be (re)made, or None when it is up to date: its
+    fingerprint matches and its item and files agree."""
+    if not path.is_file():
+        return "new"
+    try:
+        item = read_json(path)
+    except OutputError as exc:
+        return str(exc)
+    properties = item.get("properties")
+    if not isinstance(properties, dict) or properties.get("change:fingerprint") != fingerprint:
+        return "its inputs changed"
+    return disagreement(path.parent, item, required)
+
+
+def _note_of(reporter: Reporter) -> Callable[[str], None]:
+    note = getattr(reporter, "note", None)
+    return note if callable(note) else (lambda message: None)
+
+
+class RunSession:
+    """A run's presence in the catalog (see ``catalog.lock``): on entry, if no other run is alive, the
+    leftovers of interrupted runs are removed. Inactive when the run writes nothing (read-only catalog)."""
+
+    def __init__(self, root: Path, note: Callable[[str], None], active: bool) -> None:
+        self.presence = RunPresence(root) if active else None
+        self.root, self.note = root, note
+
+    def _clean(self) -> None:
+        removed = remove_leftovers(self.root)
+        if removed:
+            self.note(f"removed {len(removed)} leftover(s) of an interrupted run in {self.root}")
+
+    def __enter__(self) -> RunSession:
+        if self.presence is not None:
+            self.presence.enter(self._clean)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.presence is not None:
+            self.presence.leave()
+
+
+def _run_one(
+    plan: _Plan, source: Source, store: CatalogStore, reporter: Reporter, context: ContextCache | None
+) -> JobOutcome:
+    job = plan.job
+    if plan.reason is None:
+        return JobOutcome(job, "skipped")
+    if plan.reason not in ("new", "forced"):
+        _note_of(reporter)(f"remaking {job.item_id}: {plan.reason}")
+    staging: Path | None = None
+    try:
+        coll_dir = store.root / plan.collection
+        coll_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{job.item_id}-", dir=coll_dir))
+        product = make_product(job, source, staging, plan.fingerprint, reporter, context)
+        hold("staged")
+        product = store.commit(product, staging)
+        if context is not None:
+            context.update(
+                {(job.region.id, int(k[len(CONTEXT_PREFIX) :])): p for k, p in product.context.items()}
+            )
     except (ChangecatError, OSError) as exc:  # OSError: disk full, permissions... fail this job only
+        if context is not None and staging is not None:
+            for key in [k for k, p in context.items() if p.parent == staging]:
+                del context[key]
         return JobOutcome(job, "failed", error=str(exc))
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     return JobOutcome(job, "done", product=product)
 
 
 def _source_identity(source: Source) -> str:
     info = source.info
-    return f"{info.kind}:{info.dataset}:{info.location}"
+    return f"{info.kind}:{info.dataset}:{info.location}:{source.content_id()}"
 
 
 def product_info(source: Source, method: str) -> SourceInfo:

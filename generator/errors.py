@@ -41,3 +41,11 @@ class ValidationError(ChangecatError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__(f"{len(problems)} validation problem(s):\n" + "\n".join(problems))
         self.problems = problems
+
+
+class CatalogLockedError(OutputError):
+    """Another changecat process has held the catalog's write lock for too long."""
+
+
+class ForeignCatalogError(OutputError):
+    """The output folder holds a catalog changecat did not write (taken over only with ``--adopt``)."""

@@ -31,6 +31,7 @@ from generator.errors import ConfigError, SourceError
 from generator.grid import Grid, to_crs
 from generator.methods import EMBEDDING_METHODS, METHODS, dequantize_lut, unit_dot
 from generator.sources.base import AEF_DATASET, Block, Source, SourceInfo
+from generator.sources.identity import file_identity
 from generator.sources.remote import gdal_options, gdal_path, join, read_parquet, scheme_of
 from generator.urls import public_href, redact
 
@@ -111,6 +112,9 @@ class AefSource(Source):
 
     def years(self) -> list[int]:
         return list(self._by_year)
+
+    def content_id(self) -> str:
+        return file_identity(self._index_href)
 
     def grid_origin(self, crs: str) -> tuple[float, float]:
         """The north-west corner of the first tile of that zone (tiles share one 10 m lattice per zone)."""

@@ -60,6 +60,12 @@ class Source(ABC):
     ) -> Iterator[Block]:
         """Yield the change of each window (any order, possibly computed in parallel)."""
 
+    def content_id(self) -> str:
+        """What identifies the data the source holds now, beyond its location (e.g. a checksum of its
+        index): recorded in every product's fingerprint, so changed source data means a new product.
+        Empty when the source cannot tell cheaply."""
+        return ""
+
     def progress(self) -> str:
         """A short note for the progress bar (e.g. bytes downloaded); empty when there is nothing to add."""
         return ""
