@@ -141,6 +141,13 @@ class CatalogStore:
         if not is_ours(doc, path):
             raise _foreign(path, "is a catalog changecat did not write")
 
+    def writable(self) -> bool:
+        try:
+            self.check_writable()
+        except OutputError:
+            return False
+        return True
+
     def check_writable(self) -> None:
         """Raise ``OutputError`` (once, before any work) if the catalog folder cannot be written."""
         try:

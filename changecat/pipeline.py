@@ -20,7 +20,7 @@ from shapely.geometry.base import BaseGeometry
 from catalog.agree import disagreement
 from catalog.build import CHANGE_ASSET, THUMBNAIL_ASSET
 from catalog.files import read_json
-from catalog.integrity import STAGING_PREFIX, remove_leftovers
+from catalog.integrity import STAGING_PREFIX, leftovers, remove_leftovers
 from catalog.layout import CATALOG_FILE, collection_id, item_json
 from catalog.lock import RunPresence
 from catalog.prune import prune_candidates, remove_products
@@ -114,8 +114,10 @@ def run(
         work = any(p.reason for p in plans) or bool(unwanted) or store.needs_update(current)
         if work:
             store.check_writable()  # said once, before any job starts
+        # Leftovers of interrupted runs are removed even when all is up to date (if the folder is writable).
+        active = work or (bool(leftovers(store.root)) and store.writable())
         reporter.run_started(jobs)
-        with RunSession(store.root, note, active=work):
+        with RunSession(store.root, note, active=active):
             outcomes = []
             for plan in plans:
                 outcome = _run_one(plan, source, store, reporter, context)
@@ -304,6 +306,7 @@ def make_product(
             for window, values in mask_outside(blocks, region, grid):
                 writer.write(window, values)
                 stats.update(values)
+                hold("computing")
                 reporter.block_done(job, source.progress())
             if stats.count == 0:
                 raise NoDataError(
