@@ -13,12 +13,13 @@ import numpy as np
 import pystac
 import pytest
 
+from catalog.build import build_item, to_json
 from catalog.files import write_json_atomic
 from catalog.layout import collection_id
-from catalog.store import CatalogStore, load_fingerprints, save_catalog
+from catalog.store import CatalogStore, load_fingerprints, product_facts, save_catalog
 from catalog.summary import summarize
 from catalog.validate import validate_catalog
-from generator.errors import OutputError
+from generator.errors import ForeignCatalogError, OutputError
 from generator.sources.base import SourceInfo
 from tests.catalog_helpers import make_product, read_cog
 
@@ -202,3 +203,99 @@ def test_a_store_adding_one_by_one_gives_the_whole_catalog(
         store.add([product])
     assert load_fingerprints(catalog_root) == {p.job.item_id: p.fingerprint for p in two_products}
     assert validate_catalog(catalog_root, stac_schemas) == []
+
+
+def test_two_stores_writing_one_catalog_lose_nothing(catalog_root: Path, stac_schemas: Path) -> None:
+    """Two runs at once: each merges with what is on disk when it writes, not with what it read first."""
+    first = CatalogStore(catalog_root, catalog_id="cat", title="Test", description="A test catalog.")
+    second = CatalogStore(catalog_root, catalog_id="cat", title="Test", description="A test catalog.")
+    first.add([make_product(catalog_root, region_id="a", seed=1)])
+    second.add([make_product(catalog_root, region_id="b", seed=2)])
+    first.add([make_product(catalog_root, region_id="c", seed=3)])
+    second.add([make_product(catalog_root, region_id="d", seed=4)])
+    assert item_ids(catalog_root) == [f"{r}_2017_2024_cosine" for r in "abcd"]
+    assert validate_catalog(catalog_root, stac_schemas) == []
+
+
+def test_hand_edits_to_the_root_catalog_are_kept(saved: Path, stac_schemas: Path) -> None:
+    path = saved / "catalog.json"
+    root = json.loads(path.read_text())
+    root["links"].append({"rel": "about", "href": "https://example.org/about", "type": "text/html"})
+    root["keywords"] = ["kept"]
+    path.write_text(json.dumps(root))
+    save(saved, [make_product(saved, region_id="lake", seed=2)])
+    after = json.loads(path.read_text())
+    assert {"rel": "about", "href": "https://example.org/about", "type": "text/html"} in after["links"]
+    assert after["keywords"] == ["kept"]
+    assert validate_catalog(saved, stac_schemas) == []
+
+
+def foreign_catalog(root: Path) -> bytes:
+    """A catalog another tool wrote: a sub-catalog of its own and a link to its home."""
+    other = pystac.Catalog(id="other", description="Another tool's sub-catalog.")
+    other.remove_links("root")
+    other.add_link(pystac.Link("root", "../catalog.json", media_type="application/json"))
+    other.add_link(pystac.Link("parent", "../catalog.json", media_type="application/json"))
+    write_json_atomic(
+        root / "other" / "catalog.json", other.to_dict(include_self_link=False, transform_hrefs=False)
+    )
+    cat = pystac.Catalog(id="foreign", description="Written by another tool.")
+    cat.remove_links("root")
+    cat.add_link(pystac.Link("root", "./catalog.json", media_type="application/json"))
+    cat.add_link(pystac.Link("child", "./other/catalog.json", media_type="application/json"))
+    cat.add_link(pystac.Link("about", "https://example.org/", media_type="text/html"))
+    write_json_atomic(root / "catalog.json", cat.to_dict(include_self_link=False, transform_hrefs=False))
+    return (root / "catalog.json").read_bytes()
+
+
+def test_a_foreign_catalog_is_refused_untouched_unless_adopted(
+    catalog_root: Path, stac_schemas: Path
+) -> None:
+    before = foreign_catalog(catalog_root)
+    product = make_product(catalog_root)
+    with pytest.raises(ForeignCatalogError, match=r"changecat did not write.*--adopt"):
+        save(catalog_root, [product])
+    assert (catalog_root / "catalog.json").read_bytes() == before
+    assert not (catalog_root / COLLECTION / "collection.json").exists()
+    adopting = CatalogStore(catalog_root, catalog_id="mine", title="T", description="D.", adopt=True)
+    adopting.add([product])
+    root = json.loads((catalog_root / "catalog.json").read_text())
+    hrefs = {(link["rel"], link["href"]) for link in root["links"]}
+    assert {("child", "./other/catalog.json"), ("about", "https://example.org/")} <= hrefs
+    assert ("child", f"./{COLLECTION}/collection.json") in hrefs
+    assert validate_catalog(catalog_root, stac_schemas) == []
+    save(catalog_root, [make_product(catalog_root, region_id="lake", seed=2)])  # ours from now on
+
+
+def test_a_malformed_collection_is_rebuilt_from_its_item_folders(saved: Path, stac_schemas: Path) -> None:
+    (saved / COLLECTION / "collection.json").write_text("{ not json")
+    notes: list[str] = []
+    store = CatalogStore(saved, catalog_id="test-cat", title="Test", description="A.", note=notes.append)
+    store.add([make_product(saved, region_id="lake", seed=2)])
+    assert item_ids(saved) == ["forest_2020_2024_angle", "lake_2017_2024_cosine", "town_2017_2024_cosine"]
+    assert any("not valid JSON" in n and "rebuilding it from its item folders" in n for n in notes)
+    assert not any("delete" in n for n in notes)
+    assert validate_catalog(saved, stac_schemas) == []
+
+
+def test_a_malformed_item_is_skipped_with_a_message(saved: Path) -> None:
+    bad = saved / COLLECTION / "town_2017_2024_cosine" / "town_2017_2024_cosine.json"
+    bad.write_text('{"type": "Feature"')
+    notes: list[str] = []
+    store = CatalogStore(saved, catalog_id="test-cat", title="Test", description="A.", note=notes.append)
+    store.add([make_product(saved, region_id="lake", seed=2)])
+    assert item_ids(saved) == ["forest_2020_2024_angle", "lake_2017_2024_cosine"]
+    assert any(str(bad) in n and "remakes it" in n for n in notes)
+
+
+def test_validate_reports_unlinked_item_folders_and_leftovers(saved: Path, stac_schemas: Path) -> None:
+    orphan = make_product(saved, region_id="lake", seed=2)  # files and item written, never linked
+    item = build_item(orphan, product_facts(orphan, orphan.cog_path.parent), COLLECTION)
+    write_json_atomic(orphan.cog_path.parent / "lake_2017_2024_cosine.json", to_json(item))
+    (saved / COLLECTION / ".staging-town_2017_2024_cosine-x1").mkdir()
+    (saved / ".catalog.json.abc.tmp").write_text("{")
+    problems = validate_catalog(saved, stac_schemas)
+    assert len(problems) == 3, problems
+    assert f"{COLLECTION}/lake_2017_2024_cosine: item folder that no collection links" in problems[0]
+    assert any(".staging-town_2017_2024_cosine-x1: left over by an interrupted run" in p for p in problems)
+    assert any(".catalog.json.abc.tmp: left over" in p for p in problems)

@@ -17,12 +17,13 @@ from rio_cogeo.cogeo import cog_validate
 from shapely.geometry import box
 
 from catalog.validate import validate_catalog
-from changecat.pipeline import JobOutcome, run
+from changecat.pipeline import JobOutcome, prune, run
 from generator.config import load_config
 from generator.demo import AIRFIELD, DEMO_SPEC, FOREST, prepare_demo
 from generator.errors import SourceError, YearNotAvailableError
 from generator.grid import to_crs
 from generator.plan import Job
+from tests.catalog_helpers import write_cog
 
 COLLECTION = "google-satellite-embedding-v1-annual"
 FIRE, AIRFIELD_PLANT = DEMO_SPEC.plants[1].geometry, DEMO_SPEC.plants[2].geometry
@@ -48,6 +49,9 @@ class Recorder:
 
     def job_finished(self, outcome: JobOutcome) -> None:
         self.events.append((outcome.status, outcome.job.item_id))
+
+    def note(self, message: str) -> None:
+        self.events.append(("note", message))
 
 
 @pytest.fixture(scope="module")
@@ -266,3 +270,119 @@ def test_a_rerun_remakes_missing_files_and_follows_title_changes(tmp_path: Path,
     assert [o.status for o in run(load_config(path))] == ["done"]
     item = json.loads((folder / "forest_2017_2024_cosine.json").read_text())
     assert item["properties"]["title"].startswith("The forest")
+
+
+def two_region_config(tmp_path: Path, mirror: Path) -> Path:
+    regions = [
+        {"id": "forest", "bbox": list(FOREST.bounds)},
+        {"id": "field", "bbox": [12.0, 52.385, 12.02, 52.40]},
+    ]
+    return small_config(tmp_path, mirror, regions=regions)
+
+
+def flip_cog(path: Path) -> None:
+    """Rewrite a COG upside down (same grid, same profile): its size may even stay the same."""
+    with rasterio.open(path) as ds:
+        values, crs, transform = ds.read(1), ds.crs.to_string(), ds.transform
+    write_cog(path, values[::-1].copy(), crs, transform)
+
+
+def edit_item(path: Path, asset_field: str, value: Any) -> None:
+    item = json.loads(path.read_text())
+    item["assets"]["change"][asset_field] = value
+    path.write_text(json.dumps(item))
+
+
+def test_a_plain_run_remakes_products_whose_item_and_files_disagree(
+    tmp_path: Path, mirror: Path, stac_schemas: Path
+) -> None:
+    config = load_config(two_region_config(tmp_path, mirror))
+    assert [o.status for o in run(config)] == ["done", "done"]
+    catalog = tmp_path / "catalog"
+    forest, field = (catalog / COLLECTION / f"{r}_2017_2024_cosine" for r in ("forest", "field"))
+    damages = {
+        "deleted thumbnail": lambda: (forest / "thumbnail.png").unlink(),
+        "flipped COG": lambda: flip_cog(forest / "change.tif"),
+        "edited item (transform)": lambda: edit_item(
+            forest / "forest_2017_2024_cosine.json", "proj:transform", [20.0, 0, 0, 0, -20.0, 0]
+        ),
+        "edited item (checksum)": lambda: edit_item(
+            forest / "forest_2017_2024_cosine.json", "file:checksum", "1220" + "0" * 64
+        ),
+    }
+    for what, damage in damages.items():
+        damage()
+        recorder = Recorder()
+        assert [o.status for o in run(config, recorder)] == ["done", "skipped"], what
+        assert any(e[0] == "note" and "remaking forest_2017_2024_cosine" in e[1] for e in recorder.events), (
+            what
+        )
+        assert validate_catalog(catalog, stac_schemas) == [], what
+    # Two products' COGs swapped: both remade.
+    swap = tmp_path / "swap.tif"
+    (forest / "change.tif").rename(swap)
+    (field / "change.tif").rename(forest / "change.tif")
+    swap.rename(field / "change.tif")
+    assert [o.status for o in run(config)] == ["done", "done"]
+    assert validate_catalog(catalog, stac_schemas) == []
+    assert [o.status for o in run(config)] == ["skipped", "skipped"]
+
+
+def test_changed_source_data_at_the_same_location_makes_new_products(tmp_path: Path, mirror: Path) -> None:
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "aef"
+    root.mkdir()
+    for year in ("2017", "2020", "2024"):
+        (root / year).symlink_to(mirror / year)
+    shutil.copyfile(mirror / "aef_index.parquet", root / "aef_index.parquet")
+    config = load_config(small_config(tmp_path, root))
+    assert [o.status for o in run(config)] == ["done"]
+    assert [o.status for o in run(config)] == ["skipped"]
+    table = pq.read_table(root / "aef_index.parquet")
+    pq.write_table(table.slice(0, table.num_rows), root / "aef_index.parquet", compression="gzip")
+    assert [o.status for o in run(config)] == ["done"]  # the index changed: the data may have
+
+
+def test_a_malformed_item_is_remade_without_advice_to_delete_the_catalog(
+    tmp_path: Path, mirror: Path, stac_schemas: Path
+) -> None:
+    config = load_config(two_region_config(tmp_path, mirror))
+    run(config)
+    item = tmp_path / "catalog" / COLLECTION / "forest_2017_2024_cosine" / "forest_2017_2024_cosine.json"
+    item.write_text("{ broken")
+    recorder = Recorder()
+    outcomes = run(config, recorder)
+    assert [o.status for o in outcomes] == ["done", "skipped"]
+    notes = [e[1] for e in recorder.events if e[0] == "note"]
+    assert any("not valid JSON" in n for n in notes) and not any("delete" in n for n in notes)
+    assert validate_catalog(tmp_path / "catalog", stac_schemas) == []
+
+
+def test_prune_removes_only_products_that_left_the_config(
+    tmp_path: Path, mirror: Path, stac_schemas: Path
+) -> None:
+    both = two_region_config(tmp_path, mirror)
+    run(load_config(both), force=False)
+    catalog = tmp_path / "catalog"
+    field = catalog / COLLECTION / "field_2017_2024_cosine"
+    (field / "notes.txt").write_text("mine, not changecat's")
+    only_forest = load_config(small_config(tmp_path, mirror))
+    assert prune(only_forest, dry_run=True) == [field]
+    assert (field / "field_2017_2024_cosine.json").is_file()
+    assert prune(only_forest) == [field]
+    assert sorted(p.name for p in field.iterdir()) == ["notes.txt"]  # what changecat did not write stays
+    coll = json.loads((catalog / COLLECTION / "collection.json").read_text())
+    assert [link["href"] for link in coll["links"] if link["rel"] == "item"] == [
+        "./forest_2017_2024_cosine/forest_2017_2024_cosine.json"
+    ]
+    assert validate_catalog(catalog, stac_schemas) == []
+    # run --prune: the method changed, the cosine product goes, the angle one comes.
+    angle = load_config(small_config(tmp_path, mirror, methods=["angle"]))
+    assert [o.status for o in run(angle, prune=True)] == ["done"]
+    assert sorted(p.name for p in (catalog / COLLECTION).iterdir() if not p.name.startswith(".")) == [
+        "collection.json",
+        "field_2017_2024_cosine",
+        "forest_2017_2024_angle",
+    ]
+    assert validate_catalog(catalog, stac_schemas) == []

@@ -8,6 +8,7 @@ import json
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,10 @@ from generator.demo import prepare_demo
 from tests.faults_helpers import (
     COLLECTION,
     REGIONS,
+    REPO,
     SIGNALS,
     changecat,
+    env,
     linked_items,
     signal_and_wait,
     start,
@@ -173,3 +176,76 @@ def test_three_concurrent_runs_of_different_configs_lose_nothing(
         expected = sorted(f"{r}_2017_2024_cosine" for g in groups for r in g)
         assert linked_items(catalog) == expected, f"round {n}"
         assert validate_catalog(catalog, stac_schemas) == [], f"round {n}"
+
+
+def readonly_run(catalog: Path, config: Path) -> subprocess.CompletedProcess[str]:
+    """``changecat run`` in a private mount namespace where ``catalog`` is a read-only bind mount (EROFS,
+    as on a read-only volume; chmod would not stop root)."""
+    script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && exec "$2" -m changecat run "$3"'
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", script, "sh", str(catalog), sys.executable, str(config)],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_an_up_to_date_run_on_a_read_only_catalog(tmp_path: Path, mirror: Path, good_catalog: Path) -> None:
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a private mount namespace here: {probe.stderr.decode().strip()}")
+    catalog = tmp_path / "catalog"
+    shutil.copytree(good_catalog, catalog)
+    same = write_config(tmp_path / "a.yaml", catalog, mirror, ["forest"])
+    before = {p: p.stat().st_mtime_ns for p in catalog.rglob("*")}
+    result = readonly_run(catalog, same)
+    assert result.returncode == 0, result.stderr
+    assert "0 made, 1 up to date, 0 failed" in result.stderr
+    more = write_config(tmp_path / "b.yaml", catalog, mirror, ["forest", "north", "east"])
+    refused = readonly_run(catalog, more)
+    assert refused.returncode == 2
+    assert refused.stderr.count("is not writable") == 1, refused.stderr
+    assert "Read-only file system" in refused.stderr
+    assert "FAILED" not in refused.stderr and "jobs" not in refused.stderr  # said before any job started
+    assert {p: p.stat().st_mtime_ns for p in catalog.rglob("*")} == before
+
+
+def test_a_foreign_catalog_is_left_untouched(tmp_path: Path, mirror: Path, stac_schemas: Path) -> None:
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    foreign = {
+        "type": "Catalog",
+        "stac_version": "1.1.0",
+        "id": "someone-else",
+        "description": "Another tool's catalog.",
+        "links": [{"rel": "root", "href": "./catalog.json", "type": "application/json"}],
+    }
+    (catalog / "catalog.json").write_text(json.dumps(foreign))
+    before = (catalog / "catalog.json").read_bytes()
+    config = write_config(tmp_path / "a.yaml", catalog, mirror, ["north"])
+    refused = changecat("run", config)
+    assert refused.returncode == 2
+    assert "changecat did not write" in refused.stderr and "--adopt" in refused.stderr
+    assert (catalog / "catalog.json").read_bytes() == before
+    assert sorted(p.name for p in catalog.iterdir()) == ["catalog.json"]
+    adopted = changecat("run", config, "--adopt")
+    assert adopted.returncode == 0, adopted.stderr
+    assert json.loads((catalog / "catalog.json").read_text())["id"] == "faults"
+    assert validate_catalog(catalog, stac_schemas) == []
+
+
+def test_prune_command(tmp_path: Path, mirror: Path, good_catalog: Path, stac_schemas: Path) -> None:
+    catalog = tmp_path / "catalog"
+    shutil.copytree(good_catalog, catalog)
+    config = write_config(tmp_path / "a.yaml", catalog, mirror, ["north"])
+    dry = changecat("prune", config, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert f"would remove {catalog.resolve() / COLLECTION / 'forest_2017_2024_cosine'}" in dry.stdout
+    assert (catalog / COLLECTION / "forest_2017_2024_cosine").is_dir()
+    done = changecat("run", config, "--prune")
+    assert done.returncode == 0, done.stderr
+    assert linked_items(catalog) == ["north_2017_2024_cosine"]
+    assert not (catalog / COLLECTION / "forest_2017_2024_cosine").exists()
+    assert validate_catalog(catalog, stac_schemas) == []
