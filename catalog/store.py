@@ -217,7 +217,7 @@ class CatalogStore:
             on_disk = self._linked_ids(coll)
             if on_disk is None or not set(ids) <= on_disk:
                 return True
-        return self._root_doc(list(linked)) != self._existing_root()
+        return not _same_root(self._root_doc(list(linked)), self._existing_root())
 
     # --- writing --------------------------------------------------------------------------------------
 
@@ -330,8 +330,17 @@ class CatalogStore:
 
     def write_root(self, collections: list[str], drop: Iterable[str] = ()) -> None:
         doc = self._root_doc(collections, drop)
-        if doc != self._existing_root():
+        if not _same_root(doc, self._existing_root()):
             write_json_atomic(self.root / layout.CATALOG_FILE, doc)
+
+
+def _same_root(new: dict[str, Any], existing: dict[str, Any] | None) -> bool:
+    """Equal but for the owner mark: a catalog written before the mark existed is not rewritten just to add
+    it (a run with nothing to do must work on a read-only catalog)."""
+    if existing is None:
+        return False
+    strip = OWNER_FIELD
+    return {k: v for k, v in new.items() if k != strip} == {k: v for k, v in existing.items() if k != strip}
 
 
 def _own_version() -> str:
