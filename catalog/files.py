@@ -128,6 +128,23 @@ def _exchange(a: Path, b: Path) -> None:
         raise OSError(err, os.strerror(err), str(a))
 
 
+def fsync_tree(folder: Path) -> None:
+    """Flush every file of ``folder`` and the folder itself to disk, so a switch made after it never
+    publishes files whose data a power loss could still drop."""
+    for path in sorted(folder.iterdir()):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def switch_folder(new: Path, target: Path) -> Path | None:
     """Put the folder ``new`` in the place of ``target`` in one step; return where the old content now is
     (to be removed by the caller), or None if there was none.

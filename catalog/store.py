@@ -26,7 +26,7 @@ import pystac
 from catalog import layout
 from catalog.agree import disagreement
 from catalog.build import SOFTWARE, ProductFacts, build_catalog, build_collection, build_item, to_json
-from catalog.files import file_facts, raster_facts, read_json, switch_folder, write_json_atomic
+from catalog.files import file_facts, fsync_tree, raster_facts, read_json, switch_folder, write_json_atomic
 from catalog.integrity import item_folder_names
 from catalog.lock import write_lock
 from catalog.testhook import hold
@@ -228,10 +228,12 @@ class CatalogStore:
         folder = layout.item_dir(self.root, coll, product.job.item_id)
         item = build_item(product, product_facts(product, staging), coll)
         write_json_atomic(staging / f"{item.id}.json", to_json(item))
+        fsync_tree(staging)
         hold("item-written")
         with write_lock(self.root, self.note):
             self.check_owner()
             old = switch_folder(staging, folder)
+            fsync_tree(folder.parent)
             hold("switched")
             self.write_collection(coll)
             hold("collection-written")

@@ -22,7 +22,7 @@ from catalog.build import CHANGE_ASSET, THUMBNAIL_ASSET
 from catalog.files import read_json
 from catalog.integrity import STAGING_PREFIX, leftovers, remove_leftovers
 from catalog.layout import CATALOG_FILE, collection_id, item_json
-from catalog.lock import RunPresence
+from catalog.lock import RunPresence, write_lock
 from catalog.prune import prune_candidates, remove_products
 from catalog.store import CatalogStore
 from catalog.testhook import hold
@@ -212,7 +212,8 @@ class RunSession:
         self.root, self.note = root, note
 
     def _clean(self) -> None:
-        removed = remove_leftovers(self.root)
+        with write_lock(self.root, self.note):  # library callers of CatalogStore write .tmp files under it
+            removed = remove_leftovers(self.root)
         if removed:
             self.note(f"removed {len(removed)} leftover(s) of an interrupted run in {self.root}")
 
