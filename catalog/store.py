@@ -307,6 +307,8 @@ class CatalogStore:
         existing = self._existing_root()
         path = self.root / layout.CATALOG_FILE
         children = set(collections)
+        if existing is None:  # none yet, or an unreadable one being replaced: rebuilt from the folders
+            children |= self._own_collections()
         extra: list[dict[str, Any]] = []
         for link in (existing or {}).get("links") or []:
             if not isinstance(link, dict) or link.get("rel") in ("root", "self"):
@@ -329,6 +331,20 @@ class CatalogStore:
         doc["links"] = [*root_links, *extra, *child_links]
         doc[OWNER_FIELD] = self.software_version
         return doc
+
+    def _own_collections(self) -> set[str]:
+        """Collection folders under the root whose collection.json changecat wrote."""
+        out = set()
+        for path in self.root.glob(f"*/{layout.COLLECTION_FILE}"):
+            try:
+                providers = read_json(path).get("providers")
+            except OutputError:
+                continue
+            if isinstance(providers, list) and any(
+                isinstance(p, dict) and p.get("name") == SOFTWARE for p in providers
+            ):
+                out.add(path.parent.name)
+        return out
 
     def write_root(self, collections: list[str], drop: Iterable[str] = ()) -> None:
         doc = self._root_doc(collections, drop)

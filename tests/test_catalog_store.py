@@ -299,3 +299,22 @@ def test_validate_reports_unlinked_item_folders_and_leftovers(saved: Path, stac_
     assert f"{COLLECTION}/lake_2017_2024_cosine: item folder that no collection links" in problems[0]
     assert any(".staging-town_2017_2024_cosine-x1: left over by an interrupted run" in p for p in problems)
     assert any(".catalog.json.abc.tmp: left over" in p for p in problems)
+
+
+def test_an_unreadable_root_is_refused_then_rebuilt_from_its_collections_when_adopted(
+    saved: Path, stac_schemas: Path
+) -> None:
+    other = SourceInfo(kind="aef", dataset="EXAMPLE/OTHER_EMBEDDING", location="/data/other")
+    save(saved, [make_product(saved, region_id="x", source=other)])
+    (saved / "catalog.json").write_text("{ truncated")
+    with pytest.raises(ForeignCatalogError, match="cannot be read as a catalog") as raised:
+        save(saved, [make_product(saved, region_id="lake", seed=2)])
+    assert "delete" not in str(raised.value)
+    adopting = CatalogStore(saved, catalog_id="test-cat", title="Test", description="A.", adopt=True)
+    adopting.add([make_product(saved, region_id="lake", seed=2)])
+    root = json.loads((saved / "catalog.json").read_text())
+    assert sorted(link["href"] for link in root["links"] if link["rel"] == "child") == [
+        "./example-other-embedding/collection.json",
+        f"./{COLLECTION}/collection.json",
+    ]
+    assert validate_catalog(saved, stac_schemas) == []

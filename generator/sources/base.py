@@ -63,8 +63,10 @@ class Source(ABC):
     def content_id(self) -> str:
         """What identifies the data the source holds now, beyond its location (e.g. a checksum of its
         index): recorded in every product's fingerprint, so changed source data means a new product.
-        Empty when the source cannot tell cheaply."""
-        return ""
+        By default the dataset release the source reports in its provenance (``SourceInfo.version``,
+        e.g. an Earth Engine collection's ``system:version``, where the source records one); empty when
+        the source cannot tell cheaply."""
+        return str(getattr(self.info, "version", "") or "")
 
     def progress(self) -> str:
         """A short note for the progress bar (e.g. bytes downloaded); empty when there is nothing to add."""
