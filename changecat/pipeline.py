@@ -98,8 +98,11 @@ def run(config: Config, reporter: Reporter | None = None, force: bool = False) -
             outcome = _run_one(job, source, store, done, reporter, context)
             reporter.job_finished(outcome)
             outcomes.append(outcome)
-        if (cat.output / "catalog.json").is_file() and not any(o.product for o in outcomes):
-            store.add([])  # nothing new, but the catalog's own title or description may have changed
+        # Nothing new, but the catalog's own title or description may have changed; not after a failed job
+        # (e.g. on a full disk), which leaves the catalog as it was and exits non-zero with the summary.
+        failed = any(o.status == "failed" for o in outcomes)
+        if (cat.output / "catalog.json").is_file() and not any(o.product for o in outcomes) and not failed:
+            store.add([])
         return outcomes
     finally:
         source.close()

@@ -327,7 +327,10 @@ class CogWriter:
         main_tile, overview_tile = tile_sizes(width, height)
         levels = overview_levels(width, height)
         config = {"GDAL_TIFF_OVR_BLOCKSIZE": str(overview_tile)}
-        with self._step("build overviews", self._raw_bytes // 3, config), rasterio.open(stream, "r+") as ds:
+        with (
+            self._step("build overviews", self._raw_bytes // 3, config),
+            rasterio.open(stream, "r+", driver="GTiff") as ds,
+        ):
             if levels:
                 ds.build_overviews([2**k for k in range(1, levels + 1)], OVERVIEW_RESAMPLING)
             ds.update_tags(OVERVIEW_RESAMPLING=OVERVIEW_RESAMPLING.name.upper())

@@ -187,6 +187,41 @@ def test_a_full_disk_fails_jobs_cleanly_and_never_publishes_a_broken_product(
     assert leftovers(disk) == []
 
 
+def fill(disk: Path) -> Path:
+    """Fill the filesystem of ``disk`` to the last byte with one file; return it."""
+    filler = disk / "filler"
+    with pytest.raises(OSError) as info, filler.open("wb") as f:
+        while True:
+            f.write(bytes(65536))
+            f.flush()
+    assert info.value.errno == errno.ENOSPC
+    return filler
+
+
+def test_a_disk_that_fills_up_after_a_run_keeps_the_catalog_and_says_so(
+    tmp_path: Path, mirror: Path, tmpfs: Callable[[int], Path]
+) -> None:
+    """Nothing can be written: every job fails with the reason, the run ends with its summary (no GDAL or
+    Python traceback), the products of the earlier run stay linked and whole, and freeing space is enough."""
+    disk = tmpfs(ROOMY_KIB)
+    catalog = disk / "catalog"
+    config = write_config(tmp_path, mirror, catalog)
+    assert changecat_run(config)[0] == 0
+    before = {item: path.read_bytes() for item, path in linked_items(catalog).items()}
+    filler = fill(disk)
+    result = CliRunner().invoke(cli, ["run", str(config), "--force"])
+    assert isinstance(result.exception, SystemExit) and result.exit_code == 1, result.exception
+    assert f"0 made, 0 up to date, {len(REGIONS)} failed" in result.stderr
+    failures = [line for line in result.stderr.splitlines() if line.startswith("failed ")]
+    assert len(failures) == len(REGIONS)
+    assert all("no space left on device" in line.lower() for line in failures), failures
+    assert {item: path.read_bytes() for item, path in linked_items(catalog).items()} == before
+    assert leftovers(disk) == []
+    filler.unlink()
+    code, stderr, _ = changecat_run(config)
+    assert code == 0 and "0 failed" in stderr, stderr
+
+
 # --- the writer alone, on sizes around what it needs ------------------------------------------------------
 
 
