@@ -32,7 +32,13 @@ from affine import Affine
 from rasterio.windows import Window
 
 BLOCK = 512
-APPROACHES = ("rio-cogeo", "rio-cogeo-cog-driver", "overviews-in-stream", "cog-driver", "cog-driver-2-threads")
+APPROACHES = (
+    "rio-cogeo",
+    "rio-cogeo-cog-driver",
+    "overviews-in-stream",
+    "cog-driver",
+    "cog-driver-2-threads",
+)
 
 
 def make_stream(path: Path, side: int) -> None:
@@ -164,7 +170,9 @@ def child(approach: str, stream: Path, work: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--side", type=int, default=5000, help="grid side in px (5000 = 25 Mpx)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per approach; the best counts")
     parser.add_argument("--work", type=Path, default=Path("build/bench-cog"))
@@ -179,15 +187,15 @@ def main() -> None:
     if not stream.is_file():
         start = time.perf_counter()
         make_stream(stream, args.side)
-        print(f"stream file {args.side}×{args.side} written in {time.perf_counter() - start:.1f} s", flush=True)
+        print(
+            f"stream file {args.side}×{args.side} written in {time.perf_counter() - start:.1f} s", flush=True
+        )
     print(f"stream file: {stream.stat().st_size / 1e6:.1f} MB, {args.side**2 / 1e6:.1f} Mpx float32")
     best: dict[str, dict] = {}
     for run in range(args.repeat):
         for approach in args.approaches.split(","):
-            out = subprocess.run(
-                [sys.executable, __file__, "--side", str(args.side), "--work", str(args.work), "--child", approach],
-                capture_output=True, text=True, check=True,
-            )  # fmt: skip
+            command = [sys.executable, __file__, "--side", str(args.side), "--work", str(args.work)]
+            out = subprocess.run([*command, "--child", approach], capture_output=True, text=True, check=True)
             result = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"  run {run + 1} {approach}: {result['wall_s']:.2f} s", flush=True)
             if approach not in best or result["wall_s"] < best[approach]["wall_s"]:
@@ -203,8 +211,8 @@ def main() -> None:
         same = "yes" if reference and r["digest"] == reference["digest"] else "NO"
         print(
             f"{approach:<22} {r['wall_s']:>7.2f} {ratio:>8.2f} {r['peak_rss_mb']:>7.0f} "
-            f"{r['peak_scratch_mb']:>10.1f} {r['cog_mb']:>7.1f} {r['valid']!s:>6} {r['read_back_s']:>11.2f}  {same}"
-            + (f"  {r['problems']}" if r["problems"] else "")
+            f"{r['peak_scratch_mb']:>10.1f} {r['cog_mb']:>7.1f} {r['valid']!s:>6} "
+            f"{r['read_back_s']:>11.2f}  {same}" + (f"  {r['problems']}" if r["problems"] else "")
         )
     print(f"distinct pixel digests: {len(digests)} (× today = time / rio-cogeo's time; < 1 is faster)")
 

@@ -110,12 +110,13 @@ def check_output_path(path: Path) -> None:
             f"needs {len(os.fsencode(tmp_name))} bytes and a file name may have at most {name_max} "
             f"(NAME_MAX); use a file name of at most {allowed} bytes"
         )
-    if size > min(gdal_max, path_max - 1 - extra):
+    allowed = min(gdal_max, path_max - 1 - extra)
+    if size > allowed:
         raise OutputError(
             f"{path}: the path is {size} bytes long; GDAL handles paths up to {GDAL_PATH_BUFFER - 1} bytes "
             f"(its file name buffer, with room for its '{GDAL_SIDECAR_SUFFIX}' sidecars) and the filesystem "
-            f"up to {path_max - 1} (PATH_MAX), and the writer's temporary files add {extra}: "
-            f"use an output path of at most {min(gdal_max, path_max - 1 - extra)} bytes"
+            f"up to {path_max - 1} (PATH_MAX), and the writer's temporary files add {extra}: this file's "
+            f"path may have at most {allowed} bytes: choose a shorter output folder"
         )
 
 

@@ -1,12 +1,13 @@
 """A full disk, for real: tmpfs mounts of many sizes under the output. No run may publish a product it could
 not write whole; a failed product fails its job with "no space left on device", the run goes on, and a
-re-run with more space completes the catalog."""
+re-run with more space completes the catalog. Also an output path too long for GDAL."""
 
 from __future__ import annotations
 
 import errno
 import hashlib
 import json
+import os
 import re
 import subprocess
 from collections.abc import Callable, Iterator
@@ -220,6 +221,22 @@ def test_a_disk_that_fills_up_after_a_run_keeps_the_catalog_and_says_so(
     filler.unlink()
     code, stderr, _ = changecat_run(config)
     assert code == 0 and "0 failed" in stderr, stderr
+
+
+def test_an_output_path_too_long_for_gdal_fails_each_job_with_the_limit(tmp_path: Path, mirror: Path) -> None:
+    """Old behaviour: a GDAL "Destination buffer too small" traceback ended the run."""
+    output = tmp_path
+    while len(os.fsencode(output)) < 1950:
+        output = output / ("o" * 200)
+    output.mkdir(parents=True)
+    code, stderr, failures = changecat_run(write_config(tmp_path, mirror, output / "catalog"))
+    assert code == 1, stderr
+    assert f"0 made, 0 up to date, {len(REGIONS)} failed" in stderr
+    for line in failures:
+        assert re.search(
+            r"change\.tif: the path is \d+ bytes long; GDAL handles paths up to 2047 bytes", line
+        ), line
+        assert "this file's path may have at most 2014 bytes: choose a shorter output folder" in line
 
 
 # --- the writer alone, on sizes around what it needs ------------------------------------------------------
