@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import threading
 import zlib
-from pathlib import Path
+from pathlib import Path, PurePath
 from types import TracebackType
 
 import numpy as np
@@ -38,6 +38,7 @@ from rio_cogeo.cogeo import cog_validate
 from generator.cog_tiling import expected_warnings, overview_levels, tile_sizes
 from generator.errors import OutputError
 from generator.grid import BLOCK_SIZE, Grid
+from generator.path_limits import check_path_length
 
 __all__ = ["CogWriter", "check_output_path", "overview_levels"]
 
@@ -70,54 +71,15 @@ TMP_RANDOM_CHARS = 8
 STREAM_NAME = "stream.tif"
 COG_TMP_NAME = "cog.tif"
 
-GDAL_PATH_BUFFER = 2048
-"""GDAL forms file names (sidecars such as ``.aux.xml``, ``.ovr``, ``.msk``) in buffers of this many bytes
-including the final NUL (``CPL_PATH_BUF_SIZE`` in GDAL's cpl_path.cpp); longer paths fail deep inside
-GDAL with "Destination buffer too small"."""
-GDAL_SIDECAR_SUFFIX = ".aux.xml"
-"""The longest suffix GDAL appends to a dataset path when it looks for sidecar files."""
-NAME_MAX = 255
-"""Bytes per path component on Linux filesystems (NAME_MAX); the folder's own value is asked first."""
-PATH_MAX = 4096
-"""Bytes of a whole path including the NUL on Linux (PATH_MAX); the folder's own value is asked first."""
-
 DISK_FULL_FREE_BYTES = 1024 * 1024
 """Free space below which any failed write counts as "no space left on device"."""
 
 
-def _limit(folder: Path, name: str, fallback: int) -> int:
-    try:
-        return os.pathconf(folder, name)
-    except (OSError, ValueError):
-        return fallback
-
-
 def check_output_path(path: Path) -> None:
-    """Raise ``OutputError`` naming the limit when ``path`` (or a temporary the writer makes beside it)
-    is longer than the filesystem or GDAL allows; checked before anything is written."""
-    path = Path(path).absolute()
-    name_max = _limit(path.parent, "PC_NAME_MAX", NAME_MAX)
-    path_max = _limit(path.parent, "PC_PATH_MAX", PATH_MAX)
-    tmp_name = f"{TMP_PREFIX}{path.name}-{'x' * TMP_RANDOM_CHARS}"
-    longest = path.parent / tmp_name / STREAM_NAME
-    extra = len(os.fsencode(longest)) - len(os.fsencode(path))
-    gdal_max = GDAL_PATH_BUFFER - 1 - len(GDAL_SIDECAR_SUFFIX) - extra
-    size = len(os.fsencode(path))
-    if len(os.fsencode(tmp_name)) > name_max:
-        allowed = name_max - (len(os.fsencode(tmp_name)) - len(os.fsencode(path.name)))
-        raise OutputError(
-            f"{path}: the file name '{path.name}' is too long: the writer's temporary folder beside it "
-            f"needs {len(os.fsencode(tmp_name))} bytes and a file name may have at most {name_max} "
-            f"(NAME_MAX); use a file name of at most {allowed} bytes"
-        )
-    allowed = min(gdal_max, path_max - 1 - extra)
-    if size > allowed:
-        raise OutputError(
-            f"{path}: the path is {size} bytes long; GDAL handles paths up to {GDAL_PATH_BUFFER - 1} bytes "
-            f"(its file name buffer, with room for its '{GDAL_SIDECAR_SUFFIX}' sidecars) and the filesystem "
-            f"up to {path_max - 1} (PATH_MAX), and the writer's temporary files add {extra}: this file's "
-            f"path may have at most {allowed} bytes: choose a shorter output folder"
-        )
+    """Raise ``OutputError`` naming the limit when ``path``, or the longest temporary the writer makes
+    beside it, is longer than the filesystem or GDAL allows; called before anything is written."""
+    longest = PurePath(f"{TMP_PREFIX}{Path(path).name}-{'x' * TMP_RANDOM_CHARS}") / STREAM_NAME
+    check_path_length(Path(path), longest)
 
 
 def _free_bytes(folder: Path) -> int | None:

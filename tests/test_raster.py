@@ -17,7 +17,8 @@ from rio_cogeo.cogeo import cog_validate
 from generator.cog_tiling import level_shapes, tile_sizes
 from generator.errors import OutputError
 from generator.grid import Grid
-from generator.raster import GDAL_PATH_BUFFER, CogWriter, check_output_path
+from generator.path_limits import GDAL_PATH_BUFFER
+from generator.raster import CogWriter, check_output_path
 
 ORIGIN = (399960.0, 5900040.0)
 
