@@ -40,7 +40,7 @@ from generator.errors import OutputError
 from generator.grid import BLOCK_SIZE, Grid
 from generator.path_limits import check_path_length
 
-__all__ = ["CogWriter", "check_output_path", "overview_levels"]
+__all__ = ["CogWriter", "check_output_path"]
 
 DTYPE = "float32"
 NODATA = float("nan")
