@@ -14,6 +14,10 @@ including the final NUL (``CPL_PATH_BUF_SIZE`` in GDAL's cpl_path.cpp); longer p
 GDAL with "Destination buffer too small" (seen from rio-cogeo's temporary file at 2040+ bytes)."""
 GDAL_SIDECAR_SUFFIX = ".aux.xml"
 """The longest suffix GDAL appends to a dataset path when it looks for sidecar files."""
+GDAL_PATH_MAX = GDAL_PATH_BUFFER - 2 - len(GDAL_SIDECAR_SUFFIX)
+"""Longest dataset path GDAL handles without "Destination buffer too small": 2038 bytes. Measured with
+GDAL 3.10 (building overviews, the step that looks for sidecars): 2038 works, 2039 fails, i.e. the
+path, the suffix, the NUL and one more byte must fit the buffer."""
 NAME_MAX = 255
 """Bytes per path component on Linux filesystems (NAME_MAX); the folder's own value is asked first."""
 PATH_MAX = 4096
@@ -47,11 +51,12 @@ def check_path_length(path: Path, scratch: PurePath) -> None:
                 f"use a file name of at most {allowed} bytes"
             )
     extra = _size(path.parent / scratch) - _size(path)
-    allowed = min(GDAL_PATH_BUFFER - 1 - len(GDAL_SIDECAR_SUFFIX), path_max - 1) - extra
+    allowed = min(GDAL_PATH_MAX, path_max - 1) - extra
     if _size(path) > allowed:
         raise OutputError(
-            f"{path}: the path is {_size(path)} bytes long; GDAL handles paths up to {GDAL_PATH_BUFFER - 1} "
-            f"bytes (its file name buffer, with room for its '{GDAL_SIDECAR_SUFFIX}' sidecars) and the "
-            f"filesystem up to {path_max - 1} (PATH_MAX), and the writer's temporary files add {extra}: "
+            f"{path}: the path is {_size(path)} bytes long; GDAL handles paths up to {GDAL_PATH_MAX} bytes "
+            f"(its {GDAL_PATH_BUFFER}-byte file name buffer, with room for its '{GDAL_SIDECAR_SUFFIX}' "
+            f"sidecars) and the filesystem up to {path_max - 1} (PATH_MAX), and the writer's temporary "
+            f"files add {extra}: "
             f"this file's path may have at most {allowed} bytes: choose a shorter output folder"
         )

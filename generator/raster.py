@@ -100,18 +100,28 @@ def _describe(exc: BaseException) -> str:
     return text
 
 
+RASTERIO_GDAL_LOGGER = "rasterio._env"
+"""rasterio's error handler logs every GDAL error (CE_Failure) here at INFO as "GDAL signalled an error:
+…", whether or not rasterio raises it afterwards (rasterio 1.4, ``_env.pyx``); warnings at WARNING."""
+GDAL_ERROR_PREFIX = "GDAL signalled an error"
+
+
 class _GdalErrors(logging.Handler):
-    """Collects the GDAL errors rasterio logs without raising (CE_Failure and worse), from this thread only
-    (other threads may be reading sources with GDAL at the same time)."""
+    """Collects the GDAL errors rasterio logs, from this thread only (other threads may be reading sources
+    with GDAL at the same time). Should rasterio change its wording, errors it only logs go unseen here
+    and the read-back of the finished COG is what still catches a failed write."""
 
     def __init__(self) -> None:
-        super().__init__(logging.ERROR)
+        super().__init__(logging.INFO)
         self.thread = threading.get_ident()
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self.thread:
-            self.messages.append(record.getMessage())
+        message = record.getMessage()
+        if record.thread == self.thread and (
+            message.startswith(GDAL_ERROR_PREFIX) or record.levelno >= logging.ERROR
+        ):
+            self.messages.append(message)
 
 
 class _GdalStep:
@@ -128,18 +138,22 @@ class _GdalStep:
         self.path, self.what, self.writes = path, what, writes
         self.env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, **(config or {}))
         self.errors = _GdalErrors()
-        self.logger = logging.getLogger("rasterio")
+        self.logger = logging.getLogger(RASTERIO_GDAL_LOGGER)
+        self.level = self.logger.level
 
     def __enter__(self) -> None:
         # Entered around each GDAL call rather than for the whole writer: rasterio Envs must exit in the
         # reverse order of entry, and a source generator suspended inside the writer may hold its own Env.
         self.env.__enter__()
+        self.level = self.logger.level
+        self.logger.setLevel(min(self.logger.getEffectiveLevel(), logging.INFO))
         self.logger.addHandler(self.errors)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.logger.removeHandler(self.errors)
+        self.logger.setLevel(self.level)
         self.env.__exit__(exc_type, exc, tb)
         if isinstance(exc, rasterio.errors.RasterioError | CPLE_BaseError | OSError):
             # rasterio's GDAL exceptions carry GDAL's error class in ``errno``, not an OS errno.

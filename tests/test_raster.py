@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import random
 import re
@@ -17,8 +19,8 @@ from rio_cogeo.cogeo import cog_validate
 from generator.cog_tiling import level_shapes, tile_sizes
 from generator.errors import OutputError
 from generator.grid import Grid
-from generator.path_limits import GDAL_PATH_BUFFER
-from generator.raster import CogWriter, check_output_path
+from generator.path_limits import GDAL_PATH_MAX
+from generator.raster import CogWriter, _GdalStep, check_output_path
 
 ORIGIN = (399960.0, 5900040.0)
 
@@ -362,15 +364,15 @@ def test_a_path_too_long_for_gdal_is_refused_before_writing(tmp_path: Path) -> N
         writer.write(Window(0, 0, 600, 600), np.ones((600, 600), np.float32))
     message = str(info.value)
     assert message.startswith(f"{path}: the path is {len(os.fsencode(path))} bytes long")
-    assert f"GDAL handles paths up to {GDAL_PATH_BUFFER - 1} bytes" in message
+    assert f"GDAL handles paths up to {GDAL_PATH_MAX} bytes (its 2048-byte file name buffer" in message
     assert list(folder.iterdir()) == []
 
 
 def test_the_longest_allowed_path_works_and_one_byte_more_is_refused(tmp_path: Path) -> None:
     limit = longest_allowed(tmp_path / "probe")
-    # GDAL's buffer less its NUL and sidecar suffix, less what the writer's temporaries add to the path.
+    # GDAL's limit (2038 bytes) less what the writer's temporaries add to the path.
     extra = len(".tmp-change.tif-xxxxxxxx/stream.tif") - len("change.tif")
-    assert limit == GDAL_PATH_BUFFER - 1 - len(".aux.xml") - extra
+    assert limit == GDAL_PATH_MAX - extra == 2013
     grid, values = make_grid(600, 600), np.ones((600, 600), np.float32)
     ok = deep_folder(tmp_path / "ok", limit - len("/change.tif")) / "change.tif"
     write_blocks(ok, grid, values)
@@ -387,3 +389,23 @@ def test_a_file_name_too_long_for_the_filesystem_names_the_limit(tmp_path: Path)
     with pytest.raises(OutputError, match=r"at most 255 \(NAME_MAX\); use a file name of at most 241 bytes"):
         check_output_path(path)
     check_output_path(tmp_path / ("c" * 237 + ".tif"))  # 241 bytes: accepted
+
+
+def gdal_library() -> ctypes.CDLL:
+    """The GDAL that rasterio uses (its wheel bundles one; a source build links the system's)."""
+    bundled = sorted((Path(rasterio.__file__).parents[1] / "rasterio.libs").glob("libgdal*.so*"))
+    name = str(bundled[0]) if bundled else ctypes.util.find_library("gdal")
+    if name is None:
+        pytest.skip("GDAL's shared library not found")
+    return ctypes.CDLL(name)
+
+
+def test_a_gdal_error_that_rasterio_only_logs_fails_the_step(tmp_path: Path) -> None:
+    """GDAL reports some failures (e.g. "Destination buffer too small" while looking for sidecars, or
+    write errors while flushing) only through its error handler; rasterio logs them and carries on."""
+    cpl_error = gdal_library().CPLError
+    step = _GdalStep(tmp_path / "change.tif", "build overviews")
+    with pytest.raises(OutputError, match=r"could not build overviews: .*a failure nobody raises"), step:
+        cpl_error(3, 1, b"%s", b"a failure nobody raises")  # CE_Failure, CPLE_AppDefined
+    with _GdalStep(tmp_path / "change.tif", "build overviews"):
+        cpl_error(2, 1, b"%s", b"a warning")  # CE_Warning: not a failure
