@@ -65,6 +65,11 @@ Measured peak RSS on a 24 GB machine: 10000² grid 1.4 GB uncapped, 0.45 GB with
 64 MB the whole AEF job (benchmarks/bench_aef.py) peaks at 0.46 GB for 5 Mpx and 0.51 GB for 52 Mpx,
 as fast as with 256 MB."""
 
+STREAM_CODEC = {"compress": "ZSTD", "zstd_level": 1}
+"""Codec of the intermediate GeoTIFF (only this writer reads it)."""
+STREAM_OVERVIEW_CONFIG = {"ZSTD_LEVEL_OVERVIEW": "1"}
+"""Overviews built into the intermediate take its codec; at level 1 too (GTiff config option)."""
+
 TMP_PREFIX = ".tmp-"
 TMP_RANDOM_CHARS = 8
 """Length of the random part ``tempfile.mkdtemp`` adds to a name (CPython's ``_RandomNameSequence``)."""
@@ -239,9 +244,9 @@ class CogWriter:
                     blockysize=BLOCK_SIZE,
                     # SPARSE_OK: tiles never written are not stored and read back as the nodata value.
                     sparse_ok=True,
-                    # Light compression keeps the intermediate small on disk; speed matters more here.
-                    compress="DEFLATE",
-                    zlevel=1,
+                    # The fastest codec that still keeps the intermediate about as small as DEFLATE-1
+                    # (benchmarks/bench_cog_write.py); the COG itself is DEFLATE.
+                    **STREAM_CODEC,
                     predictor=PREDICTORS[self.dtype],
                     BIGTIFF="IF_SAFER",
                 )
@@ -303,7 +308,7 @@ class CogWriter:
         width, height = self.grid.width, self.grid.height
         main_tile, overview_tile = tile_sizes(width, height)
         levels = overview_levels(width, height)
-        config = {"GDAL_TIFF_OVR_BLOCKSIZE": str(overview_tile)}
+        config = {"GDAL_TIFF_OVR_BLOCKSIZE": str(overview_tile), **STREAM_OVERVIEW_CONFIG}
         with (
             self._step("build overviews", self._raw_bytes // 3, config),
             rasterio.open(stream, "r+", driver="GTiff") as ds,
