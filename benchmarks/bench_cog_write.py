@@ -176,6 +176,12 @@ def disk_usage(folder: Path) -> int:
     return total
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads): steadier than wall time on a machine shared with others."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def child(approach: str, values: Path, side: int, work: Path) -> dict:
     """Run one approach in this process; time it, sample scratch disk, then check the result."""
     folder = work / "run"
@@ -187,11 +193,15 @@ def child(approach: str, values: Path, side: int, work: Path) -> dict:
         while not done.wait(0.01):
             peak[0] = max(peak[0], disk_usage(folder))
 
+    import rio_cogeo.cogeo  # noqa: F401
+
+    import generator.raster  # noqa: F401 - imports outside the timed part
+
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), cpu_seconds()
     cog = run_approach(approach, values, side, folder)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
     done.set()
     sampler.join()
     from rio_cogeo.cogeo import cog_validate
@@ -203,6 +213,7 @@ def child(approach: str, values: Path, side: int, work: Path) -> dict:
     result = {
         "approach": approach,
         "wall_s": wall,
+        "cpu_s": cpu,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_scratch_mb": max(peak[0], disk_usage(folder)) / 1e6,
         "cog_mb": cog.stat().st_size / 1e6,
@@ -239,23 +250,31 @@ def main() -> None:
             command = [sys.executable, __file__, "--side", str(args.side), "--work", str(args.work)]
             out = subprocess.run([*command, "--child", approach], capture_output=True, text=True, check=True)
             result = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"  run {run + 1} {approach}: {result['wall_s']:.2f} s", flush=True)
-            if approach not in best or result["wall_s"] < best[approach]["wall_s"]:
+            print(
+                f"  run {run + 1} {approach}: {result['wall_s']:.2f} s, CPU {result['cpu_s']:.2f} s",
+                flush=True,
+            )
+            if approach not in best:
                 best[approach] = result
+            else:  # best wall and best CPU time of the runs, each on its own
+                best[approach]["wall_s"] = min(best[approach]["wall_s"], result["wall_s"])
+                best[approach]["cpu_s"] = min(best[approach]["cpu_s"], result["cpu_s"])
     reference = best.get(OLD)
     print(
-        f"\n{'approach':<32} {'best s':>7} {'× old':>6} {'RSS MB':>7} {'scratch MB':>10} {'COG MB':>7} "
-        f"{'strict':>6} {'read-back s':>11}  same pixels as old"
+        f"\n{'approach':<30} {'wall s':>6} {'× old':>6} {'CPU s':>6} {'× old':>6} {'RSS MB':>7} "
+        f"{'scratch MB':>10} {'COG MB':>7} {'strict':>6} {'read-back s':>11}  same pixels as old"
     )
     for approach, r in best.items():
         ratio = r["wall_s"] / reference["wall_s"] if reference else float("nan")
+        cpu_ratio = r["cpu_s"] / reference["cpu_s"] if reference else float("nan")
         same = "yes" if reference and r["digest"] == reference["digest"] else "no"
         print(
-            f"{approach:<32} {r['wall_s']:>7.2f} {ratio:>6.2f} {r['peak_rss_mb']:>7.0f} "
+            f"{approach:<30} {r['wall_s']:>6.2f} {ratio:>6.2f} {r['cpu_s']:>6.2f} {cpu_ratio:>6.2f} "
+            f"{r['peak_rss_mb']:>7.0f} "
             f"{r['peak_scratch_mb']:>10.1f} {r['cog_mb']:>7.1f} {r['valid']!s:>6} "
             f"{r['read_back_s']:>11.2f}  {same}" + (f"  {r['problems']}" if r["problems"] else "")
         )
-    print("× old = time / the old path's time (< 1 is faster)")
+    print("best of the runs; × old = time / the old path's time (< 1 is faster)")
 
 
 if __name__ == "__main__":
