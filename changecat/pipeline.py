@@ -125,7 +125,10 @@ def run(
                 outcomes.append(outcome)
             exists = (store.root / CATALOG_FILE).is_file()
             if work and (current or exists) and store.needs_update(current):
-                store.link(list(current))  # up-to-date items a crash left unlinked; a new title
+                try:
+                    store.link(list(current))  # up-to-date items a crash left unlinked; a new title
+                except OSError as exc:  # e.g. a full disk: the catalog stays as it was, the run goes on
+                    note(f"the catalog could not be updated: {exc}")
             if unwanted:
                 remove_products(store, unwanted, note)
         return outcomes

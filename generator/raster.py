@@ -1,29 +1,48 @@
-"""Streaming COG writer: blocks → temporary tiled GeoTIFF → validated COG, atomically.
+"""Streaming COG writer: blocks → tiled GeoTIFF with overviews → COG, read back in full, then renamed.
 
 Memory stays bounded whatever the grid size: blocks go straight to a tiled GeoTIFF on disk (GDAL writes
-them tile by tile), rio-cogeo copies it block by block into an on-disk intermediate (never ``in_memory``)
-and GDAL builds overviews from disk. Every temporary file lives in a hidden folder next to the output, so
-the final ``os.replace`` is an atomic rename on the same filesystem and ``/tmp`` (often RAM-backed) is
-never filled with a region-sized file.
+them tile by tile, in ZSTD level 1, cheap to write and read again), GDAL builds the overviews into that
+file from disk, and one GDAL copy (COPY_SRC_OVERVIEWS) lays it out as the DEFLATE COG. The old path
+(a DEFLATE-1 intermediate, then rio-cogeo, which wrote an uncompressed copy of the whole raster before its
+own copy) took 1.2 × the CPU time of this conversion and 1.7 × its scratch disk; with the checks below the
+writer costs what the old conversion alone did (benchmarks/bench_cog_write.py). Every temporary file lives
+in a hidden folder next to the output, so the final ``os.replace`` is an atomic rename on the same
+filesystem.
+
+A full disk must never give a truncated COG that looks finished. GDAL does not report every failed write:
+libtiff prints some write errors to stderr and GDAL's flush on close ignores them, so a COG can lack its
+last tiles while every call succeeded. So every GDAL step runs under ``_GdalStep`` (exceptions and logged
+GDAL errors become ``OutputError``) and the finished COG only counts once every block of every band and
+level has been read back, the full-resolution blocks equal (CRC-32) to what was written.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import logging
 import os
 import shutil
 import tempfile
-import warnings
-from pathlib import Path
+import threading
+import zlib
+from pathlib import Path, PurePath
 from types import TracebackType
 
 import numpy as np
 import rasterio
+from rasterio._err import CPLE_BaseError  # GDAL errors rasterio raises; not re-exported publicly
+from rasterio.enums import Resampling
+from rasterio.shutil import copy as gdal_copy
 from rasterio.windows import Window
-from rio_cogeo.cogeo import cog_translate, cog_validate
-from rio_cogeo.profiles import cog_profiles
+from rio_cogeo.cogeo import cog_validate
 
+from generator.cog_tiling import expected_warnings, overview_levels, tile_sizes
 from generator.errors import OutputError
 from generator.grid import BLOCK_SIZE, Grid
+from generator.path_limits import check_path_length
+
+__all__ = ["CogWriter", "check_output_path"]
 
 DTYPE = "float32"
 NODATA = float("nan")
@@ -36,7 +55,7 @@ PREDICTORS = {"float32": 3, "uint16": 2}
 """TIFF predictor by data type: floating-point (3) for change values, horizontal differencing (2) for
 integer reflectances; both make smooth rasters compress much better."""
 
-OVERVIEW_RESAMPLING = "average"
+OVERVIEW_RESAMPLING = Resampling.average
 """Change values are continuous: an overview pixel should show the mean change of the area it covers.
 "nearest" would pick one arbitrary pixel out of 2^k×2^k and make zoomed-out views speckled and
 unrepresentative. GDAL's average skips nodata (NaN) pixels, so region edges do not bleed."""
@@ -48,39 +67,132 @@ Measured peak RSS on a 24 GB machine: 10000² grid 1.4 GB uncapped, 0.45 GB with
 64 MB the whole AEF job (benchmarks/bench_aef.py) peaks at 0.46 GB for 5 Mpx and 0.51 GB for 52 Mpx,
 as fast as with 256 MB."""
 
-GDAL_CONFIG = {
-    "GDAL_CACHEMAX": GDAL_CACHE_BYTES,
-    # Overview tiles the same size as the full-resolution tiles (GDAL's default may be smaller).
-    "GDAL_TIFF_OVR_BLOCKSIZE": str(BLOCK_SIZE),
-}
+STREAM_CODEC = {"compress": "ZSTD", "zstd_level": 1}
+"""Codec of the intermediate GeoTIFF (only this writer reads it)."""
+STREAM_OVERVIEW_CONFIG = {"ZSTD_LEVEL_OVERVIEW": "1"}
+"""Overviews built into the intermediate take its codec; at level 1 too (GTiff config option)."""
+
 TMP_PREFIX = ".tmp-"
+TMP_RANDOM_CHARS = 8
+"""Length of the random part ``tempfile.mkdtemp`` adds to a name (CPython's ``_RandomNameSequence``)."""
+STREAM_NAME = "stream.tif"
+COG_TMP_NAME = "cog.tif"
+
+DISK_FULL_FREE_BYTES = 1024 * 1024
+"""Free space below which any failed write counts as "no space left on device"."""
 
 
-def overview_levels(width: int, height: int) -> int:
-    """Halvings until the longest side fits one block: rio-cogeo's default stops at the *shortest*
-    side, which leaves e.g. a 700×300 raster without overviews, and such a COG fails strict validation."""
-    levels = 0
-    while max(width, height) > BLOCK_SIZE * 2**levels:
-        levels += 1
-    return levels
+def check_output_path(path: Path) -> None:
+    """Raise ``OutputError`` naming the limit when ``path``, or the longest temporary the writer makes
+    beside it, is longer than the filesystem or GDAL allows; called before anything is written."""
+    longest = PurePath(f"{TMP_PREFIX}{Path(path).name}-{'x' * TMP_RANDOM_CHARS}") / STREAM_NAME
+    check_path_length(Path(path), longest)
 
 
-def _gdal_env() -> rasterio.Env:
-    """GDAL settings for one call of the writer.
+def _free_bytes(folder: Path) -> int | None:
+    """Bytes this process may still write on the filesystem of ``folder`` (root may use reserved blocks)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
 
-    Entered around each GDAL call rather than for the whole ``with``: rasterio Envs must exit in the
-    reverse order of entry, and a source generator suspended inside our ``with`` may hold its own Env.
-    Tiles we add while the cap is in force evict older (flushed) tiles, so our share of the cache stays
-    under the cap; what other code caches outside these calls follows the process-wide setting.
+
+def _describe(exc: BaseException) -> str:
+    """The most useful text of a GDAL exception: rasterio's "See previous exception" points at its cause."""
+    text = str(exc)
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and "previous exception" in text:
+        text = f"{text.split('. See previous')[0]}: {cause}"
+    return text
+
+
+RASTERIO_GDAL_LOGGER = "rasterio._env"
+"""rasterio's error handler logs every GDAL error (CE_Failure) here at INFO as "GDAL signalled an error:
+…", whether or not rasterio raises it afterwards (rasterio 1.4, ``_env.pyx``); warnings at WARNING."""
+GDAL_ERROR_PREFIX = "GDAL signalled an error"
+
+
+class _GdalErrors(logging.Handler):
+    """Collects the GDAL errors rasterio logs, from this thread only (other threads may be reading sources
+    with GDAL at the same time). Should rasterio change its wording, errors it only logs go unseen here
+    and the read-back of the finished COG is what still catches a failed write."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.thread = threading.get_ident()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.thread == self.thread and (
+            message.startswith(GDAL_ERROR_PREFIX) or record.levelno >= logging.ERROR
+        ):
+            self.messages.append(message)
+
+
+class _GdalStep:
+    """Context manager around one GDAL step of writing ``path``: applies the writer's GDAL settings, turns
+    GDAL/IO exceptions and logged GDAL errors into ``OutputError`` naming the path and the step.
+
+    GDAL does not pass errno on (libtiff prints "No space left on device" to stderr, and a failed copy may
+    delete its partial output), so a failure is reported as "no space left on device" when the filesystem
+    has less free space than the step may write (``writes``: uncompressed bytes, an upper bound) or less
+    than DISK_FULL_FREE_BYTES; with that much free, a full disk cannot have been the cause.
     """
-    return rasterio.Env(**GDAL_CONFIG)
+
+    def __init__(self, path: Path, what: str, writes: int = 0, config: dict[str, str] | None = None) -> None:
+        self.path, self.what, self.writes = path, what, writes
+        self.env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, **(config or {}))
+        self.errors = _GdalErrors()
+        self.logger = logging.getLogger(RASTERIO_GDAL_LOGGER)
+        self.level = self.logger.level
+
+    def __enter__(self) -> None:
+        # Entered around each GDAL call rather than for the whole writer: rasterio Envs must exit in the
+        # reverse order of entry, and a source generator suspended inside the writer may hold its own Env.
+        self.env.__enter__()
+        self.level = self.logger.level
+        self.logger.setLevel(min(self.logger.getEffectiveLevel(), logging.INFO))
+        self.logger.addHandler(self.errors)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.logger.removeHandler(self.errors)
+        self.logger.setLevel(self.level)
+        self.env.__exit__(exc_type, exc, tb)
+        if isinstance(exc, rasterio.errors.RasterioError | CPLE_BaseError | OSError):
+            # rasterio's GDAL exceptions carry GDAL's error class in ``errno``, not an OS errno.
+            os_errno = None if isinstance(exc, rasterio.errors.RasterioError | CPLE_BaseError) else exc.errno
+            raise self.failure(_describe(exc), os_errno) from exc
+        if exc is None and self.errors.messages:
+            raise self.failure("; ".join(self.errors.messages))
+
+    def failure(self, detail: str, error_number: int | None = None) -> OutputError:
+        """The OutputError for this step failing with ``detail`` (and the OS ``error_number`` if known)."""
+        folder = self.path.parent
+        free = _free_bytes(folder)
+        short = free is not None and free < max(self.writes, DISK_FULL_FREE_BYTES)
+        if error_number in (errno.ENOSPC, errno.EDQUOT) or short:
+            space = "" if free is None else f" ({free} bytes free)"
+            return OutputError(
+                f"{self.path}: no space left on device in {folder}{space} while trying to {self.what}; "
+                f"free some space or write the catalog elsewhere ({detail})"
+            )
+        return OutputError(f"{self.path}: could not {self.what}: {detail}")
+
+
+def _crc(values: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(values).data)
 
 
 class CogWriter:
-    """Context manager: ``write(window, values)`` blocks in any order, get a validated COG at ``path``.
+    """Context manager: ``write(window, values)`` blocks in any order, get a verified COG at ``path``.
 
-    On a clean exit the COG appears at ``path`` in one atomic rename. On an exception inside the
-    ``with`` every temporary is deleted and ``path`` is left as it was (absent, or an older file).
+    On a clean exit the COG appears at ``path`` in one atomic rename, after it passed strict validation and
+    a full read-back. On an exception inside the ``with`` (or a failure of the writer itself, raised as
+    ``OutputError``) every temporary is deleted and ``path`` is left as it was (absent, or an older file).
     Pixels of windows never written are nodata. The default is the change raster: one float32 band,
     nodata NaN; ``count``/``dtype``/``nodata`` make others (e.g. a 3-band uint16 RGB composite).
     """
@@ -95,15 +207,31 @@ class CogWriter:
         self.count, self.dtype, self.nodata = count, dtype, nodata
         self._tmpdir: Path | None = None
         self._dst: rasterio.io.DatasetWriter | None = None
+        self._crcs: dict[tuple[int, int], int] = {}
+        """CRC-32 of each grid block (by block row, column) as last written in one piece."""
+
+    def _step(self, what: str, writes: int = 0, config: dict[str, str] | None = None) -> _GdalStep:
+        return _GdalStep(self.path, what, writes, config)
+
+    @property
+    def _raw_bytes(self) -> int:
+        """The grid's pixels uncompressed: what the steps after the blocks write at most (+ overviews)."""
+        return self.grid.width * self.grid.height * self.count * np.dtype(self.dtype).itemsize
 
     def __enter__(self) -> CogWriter:
         if not self.path.parent.is_dir():
             raise OutputError(f"{self.path}: the output folder {self.path.parent} does not exist")
-        self._tmpdir = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{self.path.name}-", dir=self.path.parent))
+        check_output_path(self.path)
         try:
-            with _gdal_env():
+            self._tmpdir = Path(
+                tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{self.path.name}-", dir=self.path.parent)
+            )
+        except OSError as exc:
+            raise self._step("create a temporary folder").failure(str(exc), exc.errno) from exc
+        try:
+            with self._step("create the temporary GeoTIFF"):
                 self._dst = rasterio.open(
-                    self._tmpdir / "stream.tif",
+                    self._tmpdir / STREAM_NAME,
                     "w",
                     driver="GTiff",
                     width=self.grid.width,
@@ -118,13 +246,13 @@ class CogWriter:
                     blockysize=BLOCK_SIZE,
                     # SPARSE_OK: tiles never written are not stored and read back as the nodata value.
                     sparse_ok=True,
-                    # Light compression keeps the intermediate small on disk; speed matters more here.
-                    compress="DEFLATE",
-                    zlevel=1,
+                    # The fastest codec that still keeps the intermediate about as small as DEFLATE-1
+                    # (benchmarks/bench_cog_write.py); the COG itself is DEFLATE.
+                    **STREAM_CODEC,
                     predictor=PREDICTORS[self.dtype],
                     BIGTIFF="IF_SAFER",
                 )
-        except Exception:
+        except BaseException:
             self._cleanup()
             raise
         return self
@@ -141,8 +269,23 @@ class CogWriter:
         r0, c0 = int(window.row_off), int(window.col_off)
         if r0 < 0 or c0 < 0 or r0 + rows > self.grid.height or c0 + cols > self.grid.width:
             raise ValueError(f"window {window} lies outside the grid {self.grid.width}×{self.grid.height}")
-        with _gdal_env():
-            self._dst.write(values.astype(self.dtype, copy=False), window=window)
+        values = values.astype(self.dtype, copy=False)
+        self._record(r0, c0, values)
+        with self._step("write a block", values.nbytes):
+            self._dst.write(values, window=window)
+
+    def _record(self, r0: int, c0: int, values: np.ndarray) -> None:
+        """Remember the CRC of every grid block this write covers whole; forget blocks it covers in part."""
+        rows, cols = values.shape[1:]
+        for br in range(r0 // BLOCK_SIZE, (r0 + rows - 1) // BLOCK_SIZE + 1):
+            for bc in range(c0 // BLOCK_SIZE, (c0 + cols - 1) // BLOCK_SIZE + 1):
+                top, left = br * BLOCK_SIZE, bc * BLOCK_SIZE
+                bottom = min(top + BLOCK_SIZE, self.grid.height)
+                right = min(left + BLOCK_SIZE, self.grid.width)
+                if top >= r0 and left >= c0 and bottom <= r0 + rows and right <= c0 + cols:
+                    self._crcs[br, bc] = _crc(values[:, top - r0 : bottom - r0, left - c0 : right - c0])
+                else:
+                    self._crcs.pop((br, bc), None)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -150,8 +293,12 @@ class CogWriter:
         try:
             dst, self._dst = self._dst, None
             if dst is not None:
-                with _gdal_env():
-                    dst.close()
+                if exc_type is None:
+                    with self._step("finish the temporary GeoTIFF", min(self._raw_bytes, GDAL_CACHE_BYTES)):
+                        dst.close()
+                else:  # the body's exception is the one to report; the temporaries go anyway
+                    with contextlib.suppress(Exception), rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+                        dst.close()
             if exc_type is None:
                 self._finish()
         finally:
@@ -159,35 +306,64 @@ class CogWriter:
 
     def _finish(self) -> None:
         assert self._tmpdir is not None
-        stream, cog = self._tmpdir / "stream.tif", self._tmpdir / "cog.tif"
-        profile = cog_profiles.get(COMPRESSION.lower())
-        profile.update(
-            blockxsize=BLOCK_SIZE, blockysize=BLOCK_SIZE, predictor=PREDICTORS[self.dtype], BIGTIFF="IF_SAFER"
-        )
-        try:
-            with _gdal_env(), warnings.catch_warnings():
-                # rio-cogeo 7.0 builds its WarpedVRT with `Affine * Affine`, which rasterio 1.4 flags as
-                # pending deprecation; nothing our callers can act on.
-                warnings.filterwarnings("ignore", category=PendingDeprecationWarning, module="rio_cogeo")
-                cog_translate(
-                    stream,
-                    cog,
-                    profile,
-                    nodata=self.nodata,
-                    overview_level=overview_levels(self.grid.width, self.grid.height),
-                    overview_resampling=OVERVIEW_RESAMPLING,
-                    # Never None (= auto): rio-cogeo keeps rasters below ~120 Mpx (~480 MB float32) in RAM.
-                    in_memory=False,
-                    quiet=True,
-                )
-        except (rasterio.errors.RasterioError, OSError) as exc:
-            raise OutputError(f"{self.path}: could not write the COG: {exc}") from exc
-        valid, errors, cog_warnings = cog_validate(cog, strict=True, quiet=True)
-        if not valid:
-            raise OutputError(
-                f"{self.path}: the COG written is not valid: " + "; ".join(errors + cog_warnings)
+        stream, cog = self._tmpdir / STREAM_NAME, self._tmpdir / COG_TMP_NAME
+        width, height = self.grid.width, self.grid.height
+        main_tile, overview_tile = tile_sizes(width, height)
+        levels = overview_levels(width, height)
+        config = {"GDAL_TIFF_OVR_BLOCKSIZE": str(overview_tile), **STREAM_OVERVIEW_CONFIG}
+        with (
+            self._step("build overviews", self._raw_bytes // 3, config),
+            rasterio.open(stream, "r+", driver="GTiff") as ds,
+        ):
+            if levels:
+                ds.build_overviews([2**k for k in range(1, levels + 1)], OVERVIEW_RESAMPLING)
+            ds.update_tags(OVERVIEW_RESAMPLING=OVERVIEW_RESAMPLING.name.upper())
+        with self._step("write the COG", self._raw_bytes * 4 // 3, config):
+            gdal_copy(
+                stream,
+                cog,
+                driver="GTiff",
+                copy_src_overviews=True,
+                tiled=True,
+                blockxsize=main_tile,
+                blockysize=main_tile,
+                interleave="pixel",
+                compress=COMPRESSION,
+                predictor=PREDICTORS[self.dtype],
+                BIGTIFF="IF_SAFER",
             )
-        os.replace(cog, self.path)
+        self._verify(cog)
+        try:
+            with open(cog, "rb") as f:
+                os.fsync(f.fileno())  # a write-back error (NFS, thin provisioning) surfaces here, not later
+            os.replace(cog, self.path)
+        except OSError as exc:
+            raise self._step("move the COG into place").failure(str(exc), exc.errno) from exc
+
+    def _verify(self, cog: Path) -> None:
+        """Strict COG validation, then every block of every band and level read back; full-resolution
+        blocks written in one piece must equal what was written."""
+        with self._step("validate the COG"):
+            _, errors, warnings = cog_validate(cog, strict=True, quiet=True)
+        unavoidable = expected_warnings(self.grid.width, self.grid.height)
+        problems = errors + [w for w in warnings if w not in unavoidable]
+        if problems:
+            raise OutputError(f"{self.path}: the COG written is not valid: " + "; ".join(problems))
+        step = self._step("verify the COG written (read every block back)")
+        with step, rasterio.open(cog) as src:
+            if (src.width, src.height, src.count) != (self.grid.width, self.grid.height, self.count):
+                raise OutputError(f"{self.path}: the COG written has the wrong shape")
+            for window in self.grid.windows():
+                block = src.read(window=window)
+                key = (int(window.row_off) // BLOCK_SIZE, int(window.col_off) // BLOCK_SIZE)
+                if key in self._crcs and _crc(block) != self._crcs[key]:
+                    raise step.failure(f"block {window} read back differs from what was written")
+            levels = len(src.overviews(1))
+        for level in range(levels):
+            step = self._step(f"verify overview {level} of the COG written")
+            with step, rasterio.open(cog, overview_level=level) as ovr:
+                for _, window in ovr.block_windows(1):
+                    ovr.read(window=window)
 
     def _cleanup(self) -> None:
         if self._tmpdir is not None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +16,11 @@ from affine import Affine
 from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
 
+from generator.cog_tiling import level_shapes, tile_sizes
 from generator.errors import OutputError
 from generator.grid import Grid
-from generator.raster import CogWriter
+from generator.path_limits import GDAL_PATH_MAX
+from generator.raster import CogWriter, _GdalStep, check_output_path
 
 ORIGIN = (399960.0, 5900040.0)
 
@@ -233,3 +239,173 @@ def test_long_thin_grids_get_overviews(tmp_path: Path, width: int, height: int) 
     assert_valid_cog(path)
     with rasterio.open(path) as src:
         assert src.overviews(1) == [2]
+
+
+# --- every grid shape gives a COG that passes strict validation (issue 6, point 6) ---------------------
+
+SHAPES = [
+    (512, 800),  # full resolution exactly one 512-px tile wide and taller than 512
+    (800, 512),
+    (2048, 2049),  # overview 1 is 512 × 513
+    (1024, 3000),  # overview 0 is 512 × 1500
+    (513, 513),
+    (1024, 1025),
+    (512, 513),
+    (1, 1),
+    (5000, 1),
+    (2, 5000),
+    (3, 1030),
+    (256, 2000),
+]
+
+
+def read_every_block(path: Path) -> np.ndarray:
+    """Read every block of every band of the full resolution and of every overview; return full res."""
+    with rasterio.open(path) as src:
+        levels = len(src.overviews(1))
+        full = src.read()
+    for level in range(levels):
+        with rasterio.open(path, overview_level=level) as ovr:
+            for _, window in ovr.block_windows(1):
+                ovr.read(window=window)
+    return full
+
+
+@pytest.mark.parametrize(("width", "height"), SHAPES, ids=[f"{w}x{h}" for w, h in SHAPES])
+def test_every_grid_shape_gives_a_strictly_valid_cog(tmp_path: Path, width: int, height: int) -> None:
+    path = tmp_path / "change.tif"
+    grid = make_grid(width, height)
+    values = np.random.default_rng(width * 7919 + height).random((height, width), dtype=np.float32)
+    write_blocks(path, grid, values)
+    assert_valid_cog(path)
+    np.testing.assert_array_equal(read_every_block(path)[0], values)
+    with rasterio.open(path) as src:
+        ovr_shapes = []
+        for level in range(len(src.overviews(1))):
+            with rasterio.open(path, overview_level=level) as ovr:
+                ovr_shapes.append((ovr.width, ovr.height))
+    # The overviews GDAL built are the ones the tile size was chosen for; the smallest fits one block.
+    assert [(width, height), *ovr_shapes] == level_shapes(width, height)
+    if ovr_shapes:
+        assert max(ovr_shapes[-1]) <= 512
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="rio-cogeo cannot pass a raster 1 px wide and taller than 512 px: without overviews it warns "
+    "'recommended to include internal overviews', and the overviews of a 1-px-wide raster are 1 px wide, so "
+    "rasterio reports decimation 1 and rio-cogeo rejects them ('Invalid Decimation 1'). The writer makes it "
+    "without overviews; only that warning remains (see the test below).",
+)
+def test_a_one_pixel_wide_tall_strip_passes_rio_cogeo_strict(tmp_path: Path) -> None:
+    path = tmp_path / "change.tif"
+    write_blocks(path, make_grid(1, 5000), np.ones((5000, 1), np.float32))
+    assert_valid_cog(path)
+
+
+def test_a_one_pixel_wide_tall_strip_is_valid_but_for_the_overview_advice(tmp_path: Path) -> None:
+    path = tmp_path / "change.tif"
+    values = np.arange(5000, dtype=np.float32).reshape(5000, 1)
+    write_blocks(path, make_grid(1, 5000), values)
+    valid, errors, warnings = cog_validate(path, strict=False, quiet=True)
+    assert valid and errors == []
+    assert warnings == [
+        "The file is greater than 512xH or 512xW, it is recommended to include internal overviews"
+    ]
+    np.testing.assert_array_equal(read_every_block(path)[0], values)
+
+
+def test_tile_sizes_avoid_every_level_width_rio_cogeo_would_call_untiled() -> None:
+    """Every shape up to 4200 px per side at a coarse step, plus every power of two and its neighbours."""
+    sides = sorted({*range(1, 4200, 37), *(2**k + d for k in range(13) for d in (-1, 0, 1) if 2**k + d > 0)})
+    for width in sides:
+        for height in sides:
+            main_tile, overview_tile = tile_sizes(width, height)
+            shapes = level_shapes(width, height)
+            for i, (w, h) in enumerate(shapes):
+                tile = main_tile if i == 0 else overview_tile
+                assert not (max(w, h) > 512 and w == tile), (width, height, i, w, h, tile)
+            assert max(shapes[-1]) <= 512 or width == 1
+
+
+def test_tile_sizes_prefer_512() -> None:
+    assert tile_sizes(1100, 700) == (512, 512)
+    assert tile_sizes(512, 800) == (1024, 512)
+    assert tile_sizes(1024, 3000) == (512, 1024)
+    assert tile_sizes(4096, 10000) == (512, 128)  # overviews 2048, 1024, 512 and 256 px wide
+
+
+# --- output paths longer than GDAL or the filesystem allow (issue 6, point 8) --------------------------
+
+
+def deep_folder(root: Path, length: int) -> Path:
+    """A folder whose absolute path is exactly ``length`` bytes, made of components of ≤ 200 bytes."""
+    folder = root
+    while len(os.fsencode(folder)) < length:
+        folder = folder / ("d" * min(200, length - len(os.fsencode(folder)) - 1))
+    assert len(os.fsencode(folder)) == length
+    folder.mkdir(parents=True)
+    return folder
+
+
+def longest_allowed(folder_for: Path, name: str = "change.tif") -> int:
+    """The longest output path the writer accepts, read from its error message for a too-long one."""
+    path = deep_folder(folder_for, 3000) / name
+    with pytest.raises(OutputError) as info:
+        check_output_path(path)
+    return int(re.search(r"path may have at most (\d+) bytes", str(info.value)).group(1))
+
+
+def test_a_path_too_long_for_gdal_is_refused_before_writing(tmp_path: Path) -> None:
+    """Old behaviour: a GDAL traceback ("Destination buffer too small") from deep inside rio-cogeo."""
+    folder = deep_folder(tmp_path / "a", 3000)
+    path = folder / "change.tif"
+    with pytest.raises(OutputError) as info, CogWriter(path, make_grid(600, 600)) as writer:
+        writer.write(Window(0, 0, 600, 600), np.ones((600, 600), np.float32))
+    message = str(info.value)
+    assert message.startswith(f"{path}: the path is {len(os.fsencode(path))} bytes long")
+    assert f"GDAL handles paths up to {GDAL_PATH_MAX} bytes (its 2048-byte file name buffer" in message
+    assert list(folder.iterdir()) == []
+
+
+def test_the_longest_allowed_path_works_and_one_byte_more_is_refused(tmp_path: Path) -> None:
+    limit = longest_allowed(tmp_path / "probe")
+    # GDAL's limit (2038 bytes) less what the writer's temporaries add to the path.
+    extra = len(".tmp-change.tif-xxxxxxxx/stream.tif") - len("change.tif")
+    assert limit == GDAL_PATH_MAX - extra == 2013
+    grid, values = make_grid(600, 600), np.ones((600, 600), np.float32)
+    ok = deep_folder(tmp_path / "ok", limit - len("/change.tif")) / "change.tif"
+    write_blocks(ok, grid, values)
+    assert_valid_cog(ok)
+    np.testing.assert_array_equal(read_every_block(ok)[0], values)
+    too_long = deep_folder(tmp_path / "no", limit + 1 - len("/change.tif")) / "change.tif"
+    with pytest.raises(OutputError, match=f"at most {limit} bytes"), CogWriter(too_long, grid):
+        pass
+    assert list(too_long.parent.iterdir()) == []
+
+
+def test_a_file_name_too_long_for_the_filesystem_names_the_limit(tmp_path: Path) -> None:
+    path = tmp_path / ("c" * 250 + ".tif")  # fits NAME_MAX (255), the temporary folder beside it does not
+    with pytest.raises(OutputError, match=r"at most 255 \(NAME_MAX\); use a file name of at most 241 bytes"):
+        check_output_path(path)
+    check_output_path(tmp_path / ("c" * 237 + ".tif"))  # 241 bytes: accepted
+
+
+def gdal_library() -> ctypes.CDLL:
+    """The GDAL that rasterio uses (its wheel bundles one; a source build links the system's)."""
+    bundled = sorted((Path(rasterio.__file__).parents[1] / "rasterio.libs").glob("libgdal*.so*"))
+    name = str(bundled[0]) if bundled else ctypes.util.find_library("gdal")
+    if name is None:
+        pytest.skip("GDAL's shared library not found")
+    return ctypes.CDLL(name)
+
+
+def test_a_gdal_error_that_rasterio_only_logs_fails_the_step(tmp_path: Path) -> None:
+    """GDAL reports some failures (e.g. "Destination buffer too small" while looking for sidecars, or
+    write errors while flushing) only through its error handler; rasterio logs them and carries on."""
+    cpl_error = gdal_library().CPLError
+    step = _GdalStep(tmp_path / "change.tif", "build overviews")
+    with pytest.raises(OutputError, match=r"could not build overviews: .*a failure nobody raises"), step:
+        cpl_error(3, 1, b"%s", b"a failure nobody raises")  # CE_Failure, CPLE_AppDefined
+    with _GdalStep(tmp_path / "change.tif", "build overviews"):
+        cpl_error(2, 1, b"%s", b"a warning")  # CE_Warning: not a failure
