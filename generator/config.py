@@ -159,7 +159,7 @@ def parse_config(data: Any, path: Path) -> Config:
         raise ConfigError(_report(path, problems))
     base = path.resolve().parent
     source = _parse_source(data["source"], base, problems) if "source" in data and sound("source") else None
-    pairs = _parse_pairs(data["pairs"], problems) if "pairs" in data and sound("pairs") else None
+    pairs = _parse_pairs(data.get("pairs"), problems, sound("pairs"))
     methods: tuple[str, ...] = (DEFAULT_METHOD,)
     if sound("methods"):
         methods = tuple(data.get("methods", [DEFAULT_METHOD]))
@@ -181,7 +181,18 @@ def _schema_errors(data: Any) -> list[tuple[tuple[str | int, ...], str]]:
     """(where, message) of every schema error, in document order."""
     schema = json.loads((schemas_dir() / "regions" / "v1.0.0" / "schema.json").read_text())
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    errors = []
+    for error in validator.iter_errors(data):
+        if (
+            error.validator == "oneOf"
+            and tuple(error.absolute_path) == ("pairs",)
+            and isinstance(error.instance, list)
+        ):
+            # A list of pairs: say which pair is wrong rather than listing the other forms pairs may take.
+            errors.extend(e for e in error.context or [] if e.schema_path and e.schema_path[0] == 0)
+        else:
+            errors.append(error)
+    errors.sort(key=lambda e: list(map(str, e.absolute_path)))
     return [(tuple(e.absolute_path), f"{_where(e.absolute_path)}: {_explain(e)}") for e in errors]
 
 
@@ -274,19 +285,26 @@ def _check_methods(methods: tuple[str, ...], source: SourceConfig | None, proble
             )
 
 
-def _parse_pairs(pairs: Any, problems: list[str]) -> PairsSpec:
-    if pairs == "consecutive":
+def _parse_pairs(pairs: Any, problems: list[str], sound: bool) -> PairsSpec | None:
+    """The pairs spec when ``sound``; the order and repeats of well-formed explicit pairs are checked even
+    when others are malformed (the schema reports those)."""
+    if sound and pairs == "consecutive":
         return PairsSpec(rule="consecutive")
-    if isinstance(pairs, dict):
+    if sound and isinstance(pairs, dict):
         return PairsSpec(rule="baseline", baseline=pairs["baseline"])
+    if not isinstance(pairs, list):
+        return None
     seen = set()
-    for i, (a, b) in enumerate(pairs):
+    for i, pair in enumerate(pairs):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(type(y) is int for y in pair)):
+            continue
+        a, b = pair
         if a >= b:
             problems.append(f"pairs[{i}]: [{a}, {b}]: the first year must be before the second")
         if (a, b) in seen:
             problems.append(f"pairs[{i}]: [{a}, {b}] is listed twice")
         seen.add((a, b))
-    return PairsSpec(explicit=tuple((a, b) for a, b in pairs))
+    return PairsSpec(explicit=tuple((a, b) for a, b in pairs)) if sound else None
 
 
 REGION_SHAPES = ("bbox", "geometry", "file")
