@@ -468,7 +468,8 @@ def test_dense_geometry_is_simplified_below_a_tenth_of_a_metre(tmp_path: Path) -
     geom = load_config(write(tmp_path, data)).regions[1].geometry
     exact = shape({"type": "Polygon", "coordinates": [ring]})
     assert shapely.get_num_coordinates(geom) < 5_000
-    assert geom.is_valid and geom.hausdorff_distance(exact) <= 1e-6
+    assert geom.is_valid
+    assert geom.buffer(1.01e-6).covers(exact) and exact.buffer(1.01e-6).covers(geom)  # moved ≤ 0.11 m
 
 
 def test_geometry_too_complex_even_after_simplifying(tmp_path: Path) -> None:
@@ -482,10 +483,8 @@ def test_geometry_too_complex_even_after_simplifying(tmp_path: Path) -> None:
     data = base_config()
     data["regions"][1] = {"id": "star", "file": "star.geojson"}
     message = error_of(tmp_path, data)
-    assert (
-        "regions[1] (star): file star.geojson: 250,001 vertices, 250,001 of them more than 5e-07°" in message
-    )
-    assert "at most 200,000 are supported" in message
+    assert "regions[1] (star): file star.geojson: 250,001 vertices, still about " in message
+    assert "at most 50,000 are supported" in message
 
 
 def test_several_different_problems_are_all_reported(tmp_path: Path) -> None:
