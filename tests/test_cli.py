@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 import shapely
 import yaml
 from shapely.geometry import shape
+
+from tests.http_helpers import served
 
 COLLECTION = "google-satellite-embedding-v1-annual"
 
@@ -183,3 +186,54 @@ def test_million_vertex_region_runs_within_a_memory_bound_and_makes_a_small_item
     assert shapely.get_num_coordinates(geometry) <= 1000
     assert geometry.is_valid and geometry.covers(shape(exact))
     assert geometry.area < 1.05 * shape(exact).area  # a footprint, not a box
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 nothing listens on (connections to it are refused at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_validate_without_schemas_offline_is_one_clear_line(demo_out) -> None:
+    out, _ = demo_out
+    # Every fetch goes to a proxy that refuses connections: offline, deterministically and at once.
+    proxy = f"http://127.0.0.1:{closed_port()}"
+    env = {name: proxy for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")}
+    result = changecat("validate", out / "catalog", env=env)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[:3000]
+    assert lines[0].startswith(
+        "error: cannot fetch the STAC extension schema https://stac-extensions.github.io/"
+    )
+    assert "to validate offline, pass --schemas DIR" in lines[0]
+
+
+def test_info_and_validate_take_a_folder_its_catalog_json_or_a_url(demo_out, stac_schemas: Path) -> None:
+    out, _ = demo_out
+    env = {"NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+    with served(out) as url:
+        for where in (
+            out / "catalog",
+            out / "catalog" / "catalog.json",
+            f"{url}catalog",
+            f"{url}catalog/catalog.json",
+        ):
+            info = changecat("info", where, env=env)
+            assert info.returncode == 0, (where, info.stderr)
+            assert "forest_2017_2024_cosine" in info.stdout and "2017→2024" in info.stdout
+            valid = changecat("validate", where, "--schemas", stac_schemas, env=env)
+            assert valid.returncode == 0, (where, valid.stdout + valid.stderr)
+            assert f"valid: {where}" in valid.stderr
+
+
+def test_info_on_a_folder_without_a_catalog_exits_non_zero(tmp_path: Path) -> None:
+    result = changecat("info", tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        f"error: {tmp_path}: no catalog.json in this folder, so it is not a catalog"
+    )
+    missing = changecat("info", tmp_path / "nothing")
+    assert missing.returncode == 2 and "no such folder or file" in missing.stderr
