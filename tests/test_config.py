@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -514,3 +515,36 @@ def test_several_different_problems_are_all_reported(tmp_path: Path) -> None:
     missing = [e for e in expected if e not in message]
     assert not missing, message
     assert f"invalid config ({len(expected)} problem(s))" in message
+
+
+WHEEL_SCHEMAS = """
+import generator, generator.config, catalog.extension
+print(generator.__file__)
+print(generator.config.schemas_dir())
+regions = generator.config.schemas_dir() / "regions/v1.0.0/schema.json"
+for path in [*catalog.extension.own_schemas().values(), regions]:
+    print(path, path.is_file())
+"""
+
+
+def test_own_schemas_resolve_in_an_installed_wheel(tmp_path: Path) -> None:
+    from hatchling.builders.wheel import WheelBuilder
+
+    repo = Path(__file__).resolve().parents[1]
+    wheel = next(iter(WheelBuilder(str(repo)).build(directory=str(tmp_path / "dist"), versions=["standard"])))
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    result = subprocess.run(
+        [sys.executable, "-c", WHEEL_SCHEMAS],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == str(site / "generator" / "__init__.py")  # the wheel's copy, not the source tree
+    assert lines[1] == str(site / "changecat" / "schemas")
+    assert len(lines) == 4 and all(line.endswith(" True") for line in lines[2:]), lines
