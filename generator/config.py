@@ -320,9 +320,10 @@ def _parse_regions(
             continue
         rid = item.get("id")
         where = f"regions[{i}] ({rid})" if isinstance(rid, str) else f"regions[{i}]"
-        if isinstance(rid, str) and rid in seen:
-            problems.append(f"{where}: duplicate region id '{rid}'; ids must be unique")
-        seen.add(rid)
+        if isinstance(rid, str):
+            if rid in seen:
+                problems.append(f"{where}: duplicate region id '{rid}'; ids must be unique")
+            seen.add(rid)
         shapes = [key for key in REGION_SHAPES if key in item]
         if len(shapes) != 1 or not sound("regions", i, shapes[0]):
             continue  # the schema's message says what is wrong with it

@@ -488,6 +488,15 @@ def test_geometry_too_complex_even_after_simplifying(tmp_path: Path) -> None:
     assert "at most 50,000 are supported" in message
 
 
+def test_malformed_region_ids_are_schema_problems_not_crashes(tmp_path: Path) -> None:
+    data = base_config()
+    data["regions"][0]["id"] = ["berlin"]
+    data["regions"][1]["id"] = {"name": "grunewald"}
+    message = error_of(tmp_path, data)
+    assert "regions[0].id: ['berlin'] is not of type 'string'" in message
+    assert "regions[1].id: {'name': 'grunewald'} is not of type 'string'" in message
+
+
 def test_several_different_problems_are_all_reported(tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "catalog").write_text("a file")
