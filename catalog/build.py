@@ -23,6 +23,7 @@ from catalog import layout
 from catalog.datasets import dataset_info
 from catalog.extension import CHANGE_EXTENSION
 from catalog.files import FileFacts, RasterFacts
+from catalog.footprint import footprint
 from catalog.render import change_renders
 from generator.errors import OutputError
 from generator.methods import METHODS
@@ -170,7 +171,8 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
             f"product {job.item_id} has no fingerprint; pass Job.fingerprint(...) to the Product"
         )
     start, end = span(job.from_year, job.to_year)
-    geometry = json.loads(json.dumps(mapping(job.region.geometry)))  # tuples → lists
+    outline = footprint(job.region.geometry)  # bounded size, covers the region
+    geometry = json.loads(json.dumps(mapping(outline)))  # tuples → lists
     created = product.created.astimezone(UTC)
     # A local folder means nothing to the catalog's readers (and tells them about the machine): not named.
     location = (
@@ -218,7 +220,7 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
     item = pystac.Item(
         id=job.item_id,
         geometry=geometry,
-        bbox=list(job.region.geometry.bounds),
+        bbox=list(outline.bounds),
         datetime=end,
         start_datetime=start,
         end_datetime=end,

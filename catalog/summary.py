@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,13 @@ def _changed_at(areas: list[dict[str, Any]], threshold: float) -> tuple[float, f
 def summarize(root: Path) -> list[dict[str, Any]]:
     """Rows with item_id, region, from_year, to_year, method, mean, changed_km2 and changed_fraction
     (at ``SUMMARY_THRESHOLD``), sorted by item id; NaN where an item lacks a figure."""
+    return summarize_items(item for _, item in iter_all_items(Path(root)))
+
+
+def summarize_items(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``summarize`` of items however they were read (a local folder or a URL)."""
     rows = []
-    for _, item in iter_all_items(Path(root)):
+    for item in items:
         props = item.get("properties", {})
         stats = (item.get("assets", {}).get("change") or {}).get("statistics") or {}
         km2, fraction = _changed_at(props.get("change:changed_area") or [], SUMMARY_THRESHOLD)

@@ -8,11 +8,17 @@ asset hrefs resolve, ``file:size``/``file:checksum`` match, and data COGs pass `
 from __future__ import annotations
 
 import json
+import logging
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import jsonschema.exceptions
+import rasterio
 from pystac.errors import STACValidationError
 from pystac.serialization import identify_stac_object_type
 from pystac.validation.stac_validator import GetSchemaError, JsonSchemaSTACValidator
@@ -21,14 +27,17 @@ from referencing.exceptions import Unresolvable
 from rio_cogeo.cogeo import cog_validate
 
 from catalog.extension import own_schemas
-from catalog.files import SHA256_MULTIHASH_PREFIX, sha256_multihash
+from catalog.files import SHA256_MULTIHASH_PREFIX
 from catalog.integrity import integrity_problems
 from catalog.layout import CATALOG_FILE
-from catalog.walk import is_local_relative
-from generator.errors import OutputError
+from catalog.location import HTTP_TIMEOUT_S, CatalogLocation, catalog_location, is_relative
+from generator.errors import OutputError, SchemaUnavailableError
+from generator.urls import public_href
 
 EXTENSION_SCHEMA_HOST = "https://stac-extensions.github.io"
 """Official extension schemas live at ``<host>/<extension>/<version>/schema.json``."""
+SCHEMA_FETCH_TIMEOUT_S = 20.0
+"""Connect and read timeout when fetching a schema (without ``--schemas``): offline, it fails at once."""
 
 CHILD_RELS = ("child", "item")
 COG_MEDIA_TYPE_MARK = "profile=cloud-optimized"
@@ -71,7 +80,39 @@ class LocalSchemaValidator(JsonSchemaSTACValidator):
             raise GetSchemaError(
                 schema_uri, FileNotFoundError(f"no local copy, expected {self.local_path(schema_uri)}")
             )
+        if schema_uri not in self.schema_cache:
+            self.schema_cache[schema_uri] = fetch_schema(schema_uri)
         return super()._get_schema(schema_uri)
+
+
+def fetch_schema(uri: str) -> dict[str, Any]:
+    """A schema fetched over HTTP with a timeout (pystac's own fetch has none and honours no proxy).
+
+    Raises ``SchemaUnavailableError``: when one schema cannot be fetched, the others will not be either, and
+    one line saying so (and how to validate offline) beats a failure per document.
+    """
+    request = urllib.request.Request(uri, headers={"User-Agent": "changecat"})
+    try:
+        with urllib.request.urlopen(request, timeout=SCHEMA_FETCH_TIMEOUT_S) as response:
+            return json.loads(response.read())
+    except (OSError, ValueError) as exc:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        raise SchemaUnavailableError(
+            f"cannot fetch the STAC extension schema {public_href(uri)} ({reason}); to validate offline, "
+            "pass --schemas DIR, a folder of <extension>/<version>/schema.json copies of "
+            f"{EXTENSION_SCHEMA_HOST}"
+        ) from None
+
+
+@contextmanager
+def _pystac_validation_quiet() -> Iterator[None]:
+    """pystac logs a traceback for every schema error it re-raises; we report each one as a line instead."""
+    log = logging.getLogger("pystac.validation.stac_validator")
+    before, log.disabled = log.disabled, True
+    try:
+        yield
+    finally:
+        log.disabled = before
 
 
 def _describe(exc: STACValidationError) -> str:
@@ -122,29 +163,35 @@ def _check_schemas(doc: dict[str, Any], where: str, validator: LocalSchemaValida
     return problems
 
 
-def _local_file(href: str, base: Path) -> Path | None:
-    """The file an href points to, or None for remote URLs (not checked)."""
+def _asset_target(href: str, base: str, location: CatalogLocation) -> str | None:
+    """Where an asset href points (a path, or a URL in a remote catalog), or None when it is not ours to
+    check (a URL elsewhere)."""
     scheme = urlsplit(href).scheme
+    if location.remote:
+        target = location.resolve(href, base)
+        return target if location.inside(target) else None
     if scheme == "file":
-        return Path(urlsplit(href).path)
+        return urlsplit(href).path
     if scheme and len(scheme) > 1:  # one letter: a Windows drive
         return None
-    return (base.parent / href).resolve() if is_local_relative(href) else Path(href)
+    return location.resolve(href, base)
 
 
-def _check_asset(key: str, asset: dict[str, Any], where: str, base: Path) -> list[str]:
+def _check_asset(
+    key: str, asset: dict[str, Any], where: str, base: str, location: CatalogLocation
+) -> list[str]:
     href = asset.get("href", "")
-    path = _local_file(href, base)
-    if path is None:
+    target = _asset_target(href, base, location)
+    if target is None:
         return []
-    if not path.is_file():
-        return [f"{where}: asset '{key}' href {href} does not resolve to a file ({path})"]
+    name = target.rsplit("/", 1)[-1]
+    actual = location.size(target)
+    if actual is None and not location.exists(target):
+        return [f"{where}: asset '{key}' href {href} does not resolve to a file ({location.name(target)})"]
     problems = []
     size = asset.get("file:size")
-    if size is not None and size != path.stat().st_size:
-        problems.append(
-            f"{where}: asset '{key}' file:size is {size} but {path.name} has {path.stat().st_size} bytes"
-        )
+    if size is not None and actual is not None and size != actual:
+        problems.append(f"{where}: asset '{key}' file:size is {size} but {name} has {actual} bytes")
     checksum = asset.get("file:checksum")
     if isinstance(checksum, str):
         if not checksum.startswith(SHA256_MULTIHASH_PREFIX):
@@ -152,47 +199,62 @@ def _check_asset(key: str, asset: dict[str, Any], where: str, base: Path) -> lis
                 f"{where}: asset '{key}' file:checksum {checksum[:8]}… is not a sha2-256 multihash "
                 f"(must start with {SHA256_MULTIHASH_PREFIX}); cannot verify it"
             )
-        elif sha256_multihash(path) != checksum:
-            problems.append(
-                f"{where}: asset '{key}' file:checksum does not match the contents of {path.name}"
-            )
+        elif location.multihash(target) != checksum:
+            problems.append(f"{where}: asset '{key}' file:checksum does not match the contents of {name}")
     is_cog = COG_MEDIA_TYPE_MARK in str(asset.get("type", "")) or key == "change"
     if is_cog:
         try:
-            valid, errors, warnings = cog_validate(path, strict=True, quiet=True)
+            with rasterio.Env(
+                GDAL_HTTP_TIMEOUT=int(HTTP_TIMEOUT_S), GDAL_HTTP_CONNECTTIMEOUT=int(HTTP_TIMEOUT_S)
+            ):
+                valid, errors, warnings = cog_validate(target, strict=True, quiet=True)
         except (RasterioError, OSError, ValueError) as exc:
             valid, errors, warnings = False, [f"cannot open it as a raster ({exc})"], []
         if not valid:
             details = "; ".join([*errors, *warnings]) or "not a valid COG"
             problems.append(
-                f"{where}: asset '{key}' {path.name} is not a valid Cloud-Optimized GeoTIFF: {details}"
+                f"{where}: asset '{key}' {name} is not a valid Cloud-Optimized GeoTIFF: {details}"
             )
     return problems
 
 
-def validate_catalog(root: Path, schemas_dir: Path | None = None) -> list[str]:
-    """Every problem of the catalog at ``root``, one line each; empty when it is valid."""
-    root = Path(root).resolve()
+def validate_catalog(root: Path | str, schemas_dir: Path | None = None) -> list[str]:
+    """Every problem of the catalog at ``root``, one line each; empty when it is valid.
+
+    ``root`` is a catalog's folder, its ``catalog.json``, or an http(s) URL of either. Raises
+    ``SchemaUnavailableError`` when an extension schema is needed, no ``schemas_dir`` was given and it
+    cannot be fetched.
+    """
     if schemas_dir is not None and not Path(schemas_dir).is_dir():
         raise OutputError(
             f"schemas folder {schemas_dir} does not exist; give a folder of <ext>/<version>/schema.json"
         )
+    folder = Path(root)
+    if not str(root).startswith(("http://", "https://")) and folder.is_dir():
+        location = CatalogLocation(str(folder.resolve() / CATALOG_FILE))  # a missing one is a problem
+    else:
+        location = catalog_location(root)
     validator = LocalSchemaValidator(schemas_dir)
+    with _pystac_validation_quiet():
+        return _walk(location, validator)
+
+
+def _walk(location: CatalogLocation, validator: LocalSchemaValidator) -> list[str]:
     problems: list[str] = []
-    seen: set[Path] = set()
-    todo = [root / CATALOG_FILE]
+    seen: set[str] = set()
+    todo = [location.root]
     while todo:
-        path = todo.pop()
-        if path in seen:
+        href = todo.pop()
+        if href in seen:
             continue
-        seen.add(path)
-        where = path.relative_to(root).as_posix() if root in path.parents else str(path)
-        if not path.is_file():
+        seen.add(href)
+        where = location.name(href)
+        if not location.remote and not Path(href).is_file():
             problems.append(f"{where}: missing")
             continue
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+            doc = location.read_json(href)
+        except (OSError, ValueError) as exc:
             problems.append(f"{where}: cannot read JSON ({exc})")
             continue
         if not isinstance(doc, dict):
@@ -202,17 +264,20 @@ def validate_catalog(root: Path, schemas_dir: Path | None = None) -> list[str]:
         links, assets = doc.get("links"), doc.get("assets")
         # Malformed links or assets are reported by the schema checks above; only sound ones are followed.
         for link in links if isinstance(links, list) else []:
-            href = link.get("href") if isinstance(link, dict) else None
-            if not isinstance(href, str):
+            link_href = link.get("href") if isinstance(link, dict) else None
+            if not isinstance(link_href, str) or not is_relative(link_href):
                 continue
-            target = _local_file(href, path) if is_local_relative(href) else None
-            if target is None:
-                continue
-            if link.get("rel") in CHILD_RELS and target.is_file():
+            target = location.resolve(link_href, href)
+            exists = location.exists(target)
+            if link.get("rel") in CHILD_RELS and exists:
                 todo.append(target)
-            elif not target.is_file():
-                problems.append(f"{where}: link rel={link.get('rel')} href {href} does not resolve to a file")
+            elif not exists:
+                problems.append(
+                    f"{where}: link rel={link.get('rel')} href {link_href} does not resolve to a file"
+                )
         for key, asset in (assets if isinstance(assets, dict) else {}).items():
             if isinstance(asset, dict) and isinstance(asset.get("href"), str):
-                problems.extend(_check_asset(key, asset, where, path))
-    return problems + integrity_problems(root)
+                problems.extend(_check_asset(key, asset, where, href, location))
+    if not location.remote:
+        problems += integrity_problems(Path(location.folder))
+    return problems

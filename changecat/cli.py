@@ -108,8 +108,11 @@ def _print_summary(catalog_dir: Path) -> None:
     if not (catalog_dir / "catalog.json").is_file():
         console.print(f"no catalog at {catalog_dir}")
         return
-    rows = summarize(catalog_dir)
-    table = Table(title=f"{catalog_dir}", box=box.SIMPLE_HEAD, pad_edge=False)
+    _print_table(str(catalog_dir), summarize(catalog_dir))
+
+
+def _print_table(title: str, rows: list[dict]) -> None:
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("item", overflow="fold")
     table.add_column("region", overflow="fold")
     table.add_column("years", no_wrap=True)
@@ -201,35 +204,43 @@ def demo(out: Path, force: bool) -> None:
 
 
 @cli.command()
-@click.argument("catalog_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("catalog")
 @click.option(
     "--schemas",
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     default=None,
     help="Folder of STAC extension schemas laid out as <extension>/<version>/schema.json; "
-    "without it they are fetched and cached (needs network).",
+    "without it they are fetched (needs network; changecat's own schema is built in).",
 )
-def validate(catalog_dir: Path, schemas: Path | None) -> None:
+def validate(catalog: str, schemas: Path | None) -> None:
     """Validate a catalog: STAC core, declared extensions, changecat's schema, COGs and checksums.
 
-    Prints one line per problem and exits 1 if there is any.
+    CATALOG is a catalog's folder, its catalog.json, or an http(s):// URL of either. Prints one line per
+    problem and exits 1 if there is any (2 if it cannot be validated at all, e.g. schemas out of reach).
     """
     from catalog.validate import validate_catalog
 
-    problems = validate_catalog(catalog_dir, schemas)
+    problems = validate_catalog(catalog, schemas)
     for p in problems:
         out.print(p, markup=False, highlight=False)
     if problems:
-        console.print(f"[red]{len(problems)} problem(s)[/] in {catalog_dir}")
+        console.print(f"[red]{len(problems)} problem(s)[/] in {catalog}", highlight=False)
         sys.exit(1)
-    console.print(f"[green]valid[/]: {catalog_dir}")
+    console.print(f"[green]valid[/]: {catalog}", highlight=False)
 
 
 @cli.command()
-@click.argument("catalog_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-def info(catalog_dir: Path) -> None:
-    """Print the summary table of what a catalog holds."""
-    _print_summary(catalog_dir)
+@click.argument("catalog")
+def info(catalog: str) -> None:
+    """Print the summary table of what a catalog holds.
+
+    CATALOG is a catalog's folder, its catalog.json, or an http(s):// URL of either; exit 2 if there is
+    no catalog there.
+    """
+    from catalog.location import catalog_location, iter_items
+    from catalog.summary import summarize_items
+
+    _print_table(catalog, summarize_items(iter_items(catalog_location(catalog))))
 
 
 def main() -> None:

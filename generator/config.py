@@ -8,24 +8,19 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import jsonschema
-import shapely
 import yaml
-from shapely import make_valid
-from shapely.geometry import box, mapping, shape
-from shapely.geometry.base import BaseGeometry
-from shapely.ops import unary_union
-from shapely.validation import explain_validity
 
 from generator.errors import ConfigError
 from generator.methods import DEFAULT_METHOD, EMBEDDING_METHODS, METHODS
 from generator.plan import Region
+from generator.regions import region_geometry
+from generator.safe_yaml import YamlTooLargeError, load_bounded
 
 REGION_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 EE_PROJECT_PATTERN = r"^[a-z][a-z0-9-]{4,61}[a-z0-9]$"
@@ -36,11 +31,19 @@ EE_DEFAULT_CONCURRENCY = 16
 DEFAULT_OUTPUT = "build/catalog"
 AEF_URL_SCHEMES = ("http", "https", "s3", "gs")
 
+MAX_CONFIG_BYTES = 2 * 1024 * 1024
+"""A regions config is a few KB; 2 MiB leaves room for inline geometries while bounding the time and memory
+of parsing it (larger geometries belong in a GeoJSON file named by ``file``)."""
+DEFAULT_MAX_PIXELS = 1_000_000_000
+"""Pixels a region's grid may have unless the config raises ``max_pixels``: 10⁹ pixels at 10 m is a square
+of about 316 km (100,000 km²), several GB of scratch space and minutes of work per product."""
+
 
 def schemas_dir() -> Path:
     """The project's own JSON Schemas: ``schemas/`` in a source tree, ``changecat/schemas`` in a wheel."""
     here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "schemas", here.parent / "changecat" / "schemas"):
+    # The wheel's copy first: a top-level "schemas" folder in site-packages could belong to anything.
+    for candidate in (here.parent / "changecat" / "schemas", here.parent / "schemas"):
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError("changecat's schemas/ folder is missing from this installation")
@@ -104,67 +107,93 @@ class Config:
     pairs: PairsSpec
     methods: tuple[str, ...]
     regions: tuple[Region, ...] = field(repr=False)
+    max_pixels: int = DEFAULT_MAX_PIXELS  # every region's grid has at most this many pixels
 
 
 def load_config(path: Path | str) -> Config:
     """Read and validate a regions config file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: the config file is larger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB; "
+            "put large geometries in GeoJSON files named by a region's 'file'"
+        )
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: the config is not UTF-8 text ({exc})") from exc
+    try:
+        data = load_bounded(text)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
         problem = getattr(exc, "problem", None) or exc
         raise ConfigError(f"{path}: malformed YAML{line}: {problem}") from exc
+    except YamlTooLargeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     if data is None:
         raise ConfigError(f"{path}: the config is empty; it needs catalog, source, pairs and regions")
     return parse_config(data, path)
 
 
 def parse_config(data: Any, path: Path) -> Config:
-    """Validate parsed YAML; ``path`` names the file in messages and anchors relative paths."""
-    schema_errors = _schema_problems(data)
-    if schema_errors:
-        raise ConfigError(_report(path, schema_errors))
+    """Validate parsed YAML; ``path`` names the file in messages and anchors relative paths.
+
+    Every problem is collected in one pass: the schema's, then the checks a schema cannot express on each
+    part that the schema found sound (a bad region id does not hide an unknown method or a reversed pair).
+    """
+    schema_errors = _schema_errors(data)
+    problems = [message for _, message in schema_errors]
+    unsound = [where for where, _ in schema_errors]
+
+    def sound(*where: str | int) -> bool:
+        """Whether no schema error lies at or under ``where``."""
+        return all(bad[: len(where)] != where for bad in unsound)
+
+    if not isinstance(data, dict):
+        raise ConfigError(_report(path, problems))
     base = path.resolve().parent
-    problems: list[str] = []
-    regions = _parse_regions(data["regions"], base, problems)
-    pairs = _parse_pairs(data["pairs"], problems)
-    methods = tuple(data.get("methods", [DEFAULT_METHOD]))
-    for m in methods:
-        if m not in METHODS:
-            problems.append(f"methods: unknown method '{m}'; valid methods: {', '.join(METHODS)}")
-        elif METHODS[m].from_dot is None and data["source"]["kind"] != "earthengine":
-            problems.append(
-                f"methods: '{m}' needs the earthengine source; the {data['source']['kind']} source "
-                f"computes {', '.join(EMBEDDING_METHODS)}"
-            )
+    source = _parse_source(data["source"], base, problems) if "source" in data and sound("source") else None
+    pairs = _parse_pairs(data.get("pairs"), problems, sound("pairs"))
+    methods: tuple[str, ...] = (DEFAULT_METHOD,)
+    if sound("methods"):
+        methods = tuple(data.get("methods", [DEFAULT_METHOD]))
+        _check_methods(methods, source, problems)
+    max_pixels = data.get("max_pixels", DEFAULT_MAX_PIXELS) if sound("max_pixels") else None
+    regions = []
+    if isinstance(data.get("regions"), list):
+        regions = _parse_regions(data["regions"], base, max_pixels, sound, problems)
+    catalog = (
+        _parse_catalog(data["catalog"], base, problems) if "catalog" in data and sound("catalog") else None
+    )
     if problems:
         raise ConfigError(_report(path, problems))
-    cat = data["catalog"]
-    output = (base / cat.get("output", DEFAULT_OUTPUT)).resolve()
-    if output.exists() and not output.is_dir():
-        raise ConfigError(f"{path}: catalog.output: {output} is a file; name a folder for the catalog")
-    catalog = CatalogConfig(
-        id=cat["id"],
-        title=cat.get("title", cat["id"]),
-        description=cat.get("description", "Change maps from satellite embeddings, made with changecat."),
-        output=output,
-    )
-    return Config(path, catalog, _parse_source(data["source"], path), pairs, methods, tuple(regions))
+    assert catalog and source and pairs  # sound parts, as no problem was found
+    return Config(path, catalog, source, pairs, methods, tuple(regions), max_pixels or DEFAULT_MAX_PIXELS)
 
 
-def _schema_problems(data: Any) -> list[str]:
+def _schema_errors(data: Any) -> list[tuple[tuple[str | int, ...], str]]:
+    """(where, message) of every schema error, in document order."""
     schema = json.loads((schemas_dir() / "regions" / "v1.0.0" / "schema.json").read_text())
     validator = jsonschema.Draft202012Validator(schema)
-    problems = []
-    for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
-        problems.append(f"{_where(error.absolute_path)}: {_explain(error)}")
-    return problems
+    errors = []
+    for error in validator.iter_errors(data):
+        if (
+            error.validator == "oneOf"
+            and tuple(error.absolute_path) == ("pairs",)
+            and isinstance(error.instance, list)
+        ):
+            # A list of pairs: say which pair is wrong rather than listing the other forms pairs may take.
+            errors.extend(e for e in error.context or [] if e.schema_path and e.schema_path[0] == 0)
+        else:
+            errors.append(error)
+    errors.sort(key=lambda e: list(map(str, e.absolute_path)))
+    return [(tuple(e.absolute_path), f"{_where(e.absolute_path)}: {_explain(e)}") for e in errors]
 
 
 def _where(path: Any) -> str:
@@ -210,17 +239,31 @@ def _report(path: Path, problems: list[str]) -> str:
     return f"{path}: invalid config ({len(problems)} problem(s)):\n" + "\n".join(f"  - {p}" for p in problems)
 
 
-def _parse_source(src: dict[str, Any], path: Path) -> SourceConfig:
+def _parse_catalog(cat: dict[str, Any], base: Path, problems: list[str]) -> CatalogConfig | None:
+    output = (base / cat.get("output", DEFAULT_OUTPUT)).resolve()
+    if output.exists() and not output.is_dir():
+        problems.append(f"catalog.output: {output} is a file; name a folder for the catalog")
+        return None
+    return CatalogConfig(
+        id=cat["id"],
+        title=cat.get("title", cat["id"]),
+        description=cat.get("description", "Change maps from satellite embeddings, made with changecat."),
+        output=output,
+    )
+
+
+def _parse_source(src: dict[str, Any], base: Path, problems: list[str]) -> SourceConfig | None:
     if src["kind"] == "aef":
         root = src["root"]
         scheme = root.split("://", 1)[0].lower() if "://" in root else ""
         if scheme and scheme not in AEF_URL_SCHEMES:
-            raise ConfigError(
-                f"{path}: source.root {root!r}: unsupported scheme {scheme}://; use a folder or an "
+            problems.append(
+                f"source.root {root!r}: unsupported scheme {scheme}://; use a folder or an "
                 "https://, http://, s3:// or gs:// URL"
             )
+            return None
         if "://" not in root:
-            root = str((path.resolve().parent / root).resolve())
+            root = str((base / root).resolve())
         return AefSourceConfig(root=root)
     return EarthEngineSourceConfig(
         project=src["project"],
@@ -231,110 +274,64 @@ def _parse_source(src: dict[str, Any], path: Path) -> SourceConfig:
     )
 
 
-def _parse_pairs(pairs: Any, problems: list[str]) -> PairsSpec:
-    if pairs == "consecutive":
+def _check_methods(methods: tuple[str, ...], source: SourceConfig | None, problems: list[str]) -> None:
+    for m in methods:
+        if m not in METHODS:
+            problems.append(f"methods: unknown method '{m}'; valid methods: {', '.join(METHODS)}")
+        elif METHODS[m].from_dot is None and source is not None and source.kind != "earthengine":
+            problems.append(
+                f"methods: '{m}' needs the earthengine source; the {source.kind} source "
+                f"computes {', '.join(EMBEDDING_METHODS)}"
+            )
+
+
+def _parse_pairs(pairs: Any, problems: list[str], sound: bool) -> PairsSpec | None:
+    """The pairs spec when ``sound``; the order and repeats of well-formed explicit pairs are checked even
+    when others are malformed (the schema reports those)."""
+    if sound and pairs == "consecutive":
         return PairsSpec(rule="consecutive")
-    if isinstance(pairs, dict):
+    if sound and isinstance(pairs, dict):
         return PairsSpec(rule="baseline", baseline=pairs["baseline"])
+    if not isinstance(pairs, list):
+        return None
     seen = set()
-    for i, (a, b) in enumerate(pairs):
+    for i, pair in enumerate(pairs):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(type(y) is int for y in pair)):
+            continue
+        a, b = pair
         if a >= b:
             problems.append(f"pairs[{i}]: [{a}, {b}]: the first year must be before the second")
         if (a, b) in seen:
             problems.append(f"pairs[{i}]: [{a}, {b}] is listed twice")
         seen.add((a, b))
-    return PairsSpec(explicit=tuple((a, b) for a, b in pairs))
+    return PairsSpec(explicit=tuple((a, b) for a, b in pairs)) if sound else None
 
 
-def _parse_regions(items: list[dict[str, Any]], base: Path, problems: list[str]) -> list[Region]:
+REGION_SHAPES = ("bbox", "geometry", "file")
+
+
+def _parse_regions(
+    items: list[Any], base: Path, max_pixels: int | None, sound: Any, problems: list[str]
+) -> list[Region]:
+    """The regions whose entries are sound; problems of each part of each entry are collected."""
     regions, seen = [], set()
     for i, item in enumerate(items):
-        where = f"regions[{i}] ({item['id']})"
-        if item["id"] in seen:
-            problems.append(f"{where}: duplicate region id '{item['id']}'; ids must be unique")
-        seen.add(item["id"])
+        if not isinstance(item, dict):
+            continue
+        rid = item.get("id")
+        where = f"regions[{i}] ({rid})" if isinstance(rid, str) else f"regions[{i}]"
+        if isinstance(rid, str):
+            if rid in seen:
+                problems.append(f"{where}: duplicate region id '{rid}'; ids must be unique")
+            seen.add(rid)
+        shapes = [key for key in REGION_SHAPES if key in item]
+        if len(shapes) != 1 or not sound("regions", i, shapes[0]):
+            continue  # the schema's message says what is wrong with it
         try:
-            geom = _region_geometry(item, base)
+            geom = region_geometry(item, base, max_pixels)
         except ValueError as exc:
             problems.append(f"{where}: {exc}")
             continue
-        regions.append(Region(item["id"], item.get("title", item["id"]), geom))
+        if sound("regions", i):
+            regions.append(Region(rid, item.get("title", rid), geom))
     return regions
-
-
-def _region_geometry(item: dict[str, Any], base: Path) -> BaseGeometry:
-    if "bbox" in item:
-        west, south, east, north = item["bbox"]
-        if west > east:
-            raise ValueError(
-                f"bbox {item['bbox']}: west > east; if the region crosses the antimeridian, "
-                "split it into two regions at 180°"
-            )
-        if south >= north or west == east:
-            raise ValueError(f"bbox {item['bbox']}: must be [west, south, east, north] with south < north")
-        return box(west, south, east, north)
-    if "geometry" in item:
-        return _check_polygon(item["geometry"], "geometry")
-    return _check_polygon(_read_geojson(base / item["file"], item["file"]), f"file {item['file']}")
-
-
-def _read_geojson(path: Path, name: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ValueError(f"file {name}: cannot read it ({exc.strerror or exc})") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"file {name}: not valid JSON ({exc})") from exc
-    kind = doc.get("type") if isinstance(doc, dict) else None
-    if kind == "Feature":
-        return _geometry_of(doc, name)
-    if kind == "FeatureCollection":
-        features = doc.get("features")
-        if not isinstance(features, list) or not features:
-            raise ValueError(f"file {name}: the FeatureCollection has no features")
-        parts = []
-        for i, feature in enumerate(features):
-            part = _check_polygon(_geometry_of(feature, name), f"file {name}: features[{i}]")
-            parts.append(part)
-        # Features may touch or overlap (a district and its park): the region is their union.
-        return mapping(unary_union(parts))
-    if not isinstance(doc, dict):
-        raise ValueError(f"file {name}: expected a GeoJSON object, found {type(doc).__name__}")
-    return doc
-
-
-def _geometry_of(feature: Any, name: str) -> dict[str, Any]:
-    geometry = feature.get("geometry") if isinstance(feature, dict) else None
-    if not isinstance(geometry, dict):
-        raise ValueError(f"file {name}: a feature without a geometry object (a Polygon or MultiPolygon)")
-    return geometry
-
-
-def _check_polygon(geojson: dict[str, Any], what: str) -> BaseGeometry:
-    kind = geojson.get("type")
-    if kind not in ("Polygon", "MultiPolygon"):
-        raise ValueError(f"{what}: must be a Polygon or MultiPolygon, found {kind or 'nothing'}")
-    try:
-        geom = shape(geojson)
-    except (ValueError, TypeError, IndexError, AttributeError, KeyError, shapely.errors.GEOSException) as exc:
-        raise ValueError(f"{what}: malformed coordinates ({exc})") from exc
-    if geom.is_empty:
-        raise ValueError(f"{what}: the geometry is empty")
-    if not geom.is_valid:
-        raise ValueError(
-            f"{what}: invalid geometry ({explain_validity(geom)}); fix it, e.g. with shapely.make_valid "
-            f"(which gives {make_valid(geom).geom_type})"
-        )
-    if geom.area == 0:
-        raise ValueError(f"{what}: the polygon has zero area")
-    west, south, east, north = geom.bounds
-    if west < -180 or east > 180 or south < -90 or north > 90:
-        raise ValueError(f"{what}: coordinates must be WGS84 lon/lat within ±180/±90, not {geom.bounds}")
-    if east - west > 180:
-        raise ValueError(
-            f"{what}: spans {east - west:.1f}° of longitude, which means it crosses the antimeridian; "
-            "split it into two regions at 180°"
-        )
-    if not math.isfinite(geom.area):
-        raise ValueError(f"{what}: coordinates must be finite numbers")
-    return geom

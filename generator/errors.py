@@ -35,6 +35,10 @@ class OutputError(ChangecatError):
     """A product or catalog file could not be written or is invalid."""
 
 
+class SchemaUnavailableError(ChangecatError):
+    """A schema needed to validate a catalog cannot be fetched; the message says how to validate offline."""
+
+
 class ValidationError(ChangecatError):
     """A catalog failed validation; ``problems`` holds one line per problem."""
 

@@ -102,3 +102,61 @@ def grid_for(
     width = max(1, round((x1 - x0) / resolution))
     height = max(1, round((y1 - y0) / resolution))
     return Grid(crs, Affine(resolution, 0.0, x0, 0.0, -resolution, y1), width, height)
+
+
+MAX_DEG_FROM_CENTRAL_MERIDIAN = 9.0
+"""How far in longitude a region may reach from the central meridian of its grid's UTM zone: its own zone
+(±3°) and one neighbouring zone on each side. UTM's scale error grows with the square of that distance
+(0.04 % on the central meridian, about 1 % at 9° on the equator) and the projection breaks down towards 90°,
+where a whole-world region would get a degenerate grid. Wider regions are split at the zone borders."""
+
+
+def central_meridian(zone: int) -> float:
+    """The central meridian (degrees east) of a UTM zone."""
+    return -183.0 + UTM_ZONE_WIDTH_DEG * zone
+
+
+def zone_span_problem(geom_wgs84: BaseGeometry) -> str | None:
+    """Why a WGS84 geometry is too wide in longitude for one UTM grid, or None when it fits.
+
+    Pure and cheap (bounds only), so configs are checked before any work starts.
+    """
+    west, _, east, _ = geom_wgs84.bounds
+    zone = utm_zone(geom_wgs84.centroid.x)
+    meridian = central_meridian(zone)
+    reach = max(meridian - west, east - meridian)
+    if reach <= MAX_DEG_FROM_CENTRAL_MERIDIAN:
+        return None
+    first, last = utm_zone(west), utm_zone(east)
+    borders = [-180.0 + UTM_ZONE_WIDTH_DEG * z for z in range(first, last)]
+    named = ", ".join(_lon(b) for b in borders[:8]) + (", …" if len(borders) > 8 else "")
+    return (
+        f"spans UTM zones {first}–{last} ({last - first + 1} zones) and reaches {reach:.1f}° from the "
+        f"central meridian ({_lon(meridian)}) of zone {zone}, its grid's zone; at most "
+        f"{MAX_DEG_FROM_CENTRAL_MERIDIAN:g}° (one zone beyond its own on each side) keeps UTM's distortion "
+        f"near 1 %: split it into regions at the zone borders ({named})"
+    )
+
+
+def _lon(value: float) -> str:
+    return "0°" if value == 0 else f"{abs(value):g}°{'E' if value > 0 else 'W'}"
+
+
+def size_problem(geom_wgs84: BaseGeometry, max_pixels: int) -> str | None:
+    """Why a WGS84 geometry's grid has too many pixels, with how to split it; None when it fits.
+
+    Call it only for geometries that pass ``zone_span_problem`` (the grid is meaningless otherwise).
+    """
+    grid = grid_for(geom_wgs84)
+    pixels = grid.width * grid.height
+    if pixels <= max_pixels:
+        return None
+    side = math.isqrt(max_pixels)
+    cols, rows = math.ceil(grid.width / side), math.ceil(grid.height / side)
+    west, south, east, north = geom_wgs84.bounds
+    return (
+        f"its {RESOLUTION_M:g} m grid is {grid.width:,} × {grid.height:,} = {pixels:,} pixels, more than "
+        f"max_pixels ({max_pixels:,}); split it into {cols * rows} regions (e.g. a {cols} × {rows} grid "
+        f"of bboxes of {(east - west) / cols:.3g}° × {(north - south) / rows:.3g}°), or raise max_pixels "
+        "in the config if the machine has the time and scratch space (several GB per 10⁹ pixels)"
+    )

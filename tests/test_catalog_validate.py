@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from catalog.store import save_catalog
 from catalog.validate import validate_catalog
 from generator.errors import OutputError
 from tests.catalog_helpers import make_product
+from tests.http_helpers import served
 
 COLLECTION = collection_id("GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL")
 ITEM = "town_2017_2024_cosine"
@@ -226,3 +228,48 @@ def test_malformed_links_and_assets_are_problems(
 ) -> None:
     problems = validate_catalog(malformed_links_and_assets, stac_schemas)
     assert problems and all(ITEM in p for p in problems)
+
+
+@pytest.fixture
+def no_proxy_for_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(name, "127.0.0.1,localhost")
+
+
+def test_catalog_json_itself_is_accepted(valid: Path, stac_schemas: Path) -> None:
+    assert validate_catalog(valid / "catalog.json", stac_schemas) == []
+    assert validate_catalog(str(valid / "catalog.json"), stac_schemas) == []
+
+
+@pytest.mark.parametrize("suffix", ["", "catalog.json"])
+def test_valid_catalog_over_http(valid: Path, stac_schemas: Path, no_proxy_for_loopback, suffix: str) -> None:
+    with served(valid.parent) as url:
+        assert validate_catalog(f"{url}catalog/{suffix}", stac_schemas) == []
+
+
+def test_problems_found_over_http(
+    tampered_thumbnail: Path, stac_schemas: Path, no_proxy_for_loopback
+) -> None:
+    (tampered_thumbnail / COLLECTION / "forest_2017_2024_cosine" / "change.tif").write_bytes(b"not a tiff")
+    with served(tampered_thumbnail.parent) as url:
+        problems = validate_catalog(f"{url}catalog", stac_schemas)
+    assert any(p.startswith(ITEM_JSON) and "'thumbnail' file:size" in p for p in problems), problems
+    assert any(p.startswith(ITEM_JSON) and "'thumbnail' file:checksum does not match" in p for p in problems)
+    forest = f"{COLLECTION}/forest_2017_2024_cosine/forest_2017_2024_cosine.json"
+    assert any(
+        p.startswith(forest) and "change.tif is not a valid Cloud-Optimized GeoTIFF" in p for p in problems
+    )
+
+
+def test_missing_item_over_http(missing_item_json: Path, stac_schemas: Path, no_proxy_for_loopback) -> None:
+    with served(missing_item_json.parent) as url:
+        problem = only(validate_catalog(f"{url}catalog/catalog.json", stac_schemas))
+    assert problem.startswith(f"{COLLECTION}/collection.json: link rel=item")
+
+
+def test_unreachable_catalog_url_is_a_clear_problem(stac_schemas: Path, no_proxy_for_loopback) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: connections are refused
+    problem = only(validate_catalog(f"http://127.0.0.1:{port}/catalog/", stac_schemas))
+    assert problem.startswith("catalog.json: cannot read JSON (http://127.0.0.1:")

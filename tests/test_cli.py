@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import shapely
 import yaml
+from shapely.geometry import shape
+
+from tests.http_helpers import served
 
 COLLECTION = "google-satellite-embedding-v1-annual"
 
@@ -124,3 +130,111 @@ def test_help_explains_each_command(command: str) -> None:
     assert result.returncode == 0
     assert "Usage: python -m changecat" in result.stdout
     assert len(result.stdout.splitlines()) > 4
+
+
+MILLION_VERTEX_PEAK_RSS = 704 * 1024 * 1024
+"""Peak memory a run with the million-vertex region may take: a small region's run peaks near 300 MB and
+the region's 40 MB of GeoJSON parsed into Python lists adds about 330 MB (633 MiB measured here; the old
+code took 762 MiB and wrote a 66 MB item; the issue saw 2.8 GB)."""
+MAX_ITEM_JSON_BYTES = 150_000
+"""An item with its statistics, histogram and a footprint of at most 1000 vertices (the old item: 79 MB)."""
+
+REPORT_PEAK_RSS = """
+import atexit, resource, sys
+peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+atexit.register(lambda: print("peak-rss-kb", peak(), file=sys.stderr))
+from changecat.cli import main
+sys.argv[0] = "changecat"
+main()
+"""
+
+
+def test_million_vertex_region_runs_within_a_memory_bound_and_makes_a_small_item(
+    demo_out, tmp_path: Path
+) -> None:
+    out, _ = demo_out
+    t = np.linspace(0, 2 * np.pi, 1_000_000, endpoint=False)
+    r = 0.02 * (1 + 0.05 * np.sin(40 * t))
+    ring = np.column_stack([12.0 + 1.6 * r * np.cos(t), 52.40 + r * np.sin(t)]).round(8).tolist()
+    exact = {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}
+    (tmp_path / "coast.geojson").write_text(json.dumps({"type": "Feature", "geometry": exact}))
+    config = tmp_path / "regions.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "catalog": {"id": "coast", "output": "catalog"},
+                "source": {"kind": "aef", "root": str(out / "demo" / "aef")},
+                "pairs": [[2017, 2024]],
+                "regions": [{"id": "coast", "file": "coast.geojson"}],
+            }
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", REPORT_PEAK_RSS, "run", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    peak = int(result.stderr.split("peak-rss-kb")[1].split()[0]) * 1024
+    print(f"million-vertex run: peak RSS {peak / 2**20:.0f} MiB")
+    assert peak < MILLION_VERTEX_PEAK_RSS
+    item_path = tmp_path / "catalog" / COLLECTION / "coast_2017_2024_cosine" / "coast_2017_2024_cosine.json"
+    assert item_path.stat().st_size < MAX_ITEM_JSON_BYTES
+    item = json.loads(item_path.read_text())
+    geometry = shape(item["geometry"])
+    assert shapely.get_num_coordinates(geometry) <= 1000
+    assert geometry.is_valid and geometry.covers(shape(exact))
+    assert geometry.area < 1.05 * shape(exact).area  # a footprint, not a box
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 nothing listens on (connections to it are refused at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_validate_without_schemas_offline_is_one_clear_line(demo_out) -> None:
+    out, _ = demo_out
+    # Every fetch goes to a proxy that refuses connections: offline, deterministically and at once.
+    proxy = f"http://127.0.0.1:{closed_port()}"
+    env = {name: proxy for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")}
+    result = changecat("validate", out / "catalog", env=env)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[:3000]
+    assert lines[0].startswith(
+        "error: cannot fetch the STAC extension schema https://stac-extensions.github.io/"
+    )
+    assert "to validate offline, pass --schemas DIR" in lines[0]
+
+
+def test_info_and_validate_take_a_folder_its_catalog_json_or_a_url(demo_out, stac_schemas: Path) -> None:
+    out, _ = demo_out
+    env = {"NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+    with served(out) as url:
+        for where in (
+            out / "catalog",
+            out / "catalog" / "catalog.json",
+            f"{url}catalog",
+            f"{url}catalog/catalog.json",
+        ):
+            info = changecat("info", where, env=env)
+            assert info.returncode == 0, (where, info.stderr)
+            assert "forest_2017_2024_cosine" in info.stdout and "2017→2024" in info.stdout
+            valid = changecat("validate", where, "--schemas", stac_schemas, env=env)
+            assert valid.returncode == 0, (where, valid.stdout + valid.stderr)
+            assert f"valid: {where}" in valid.stderr
+
+
+def test_info_on_a_folder_without_a_catalog_exits_non_zero(tmp_path: Path) -> None:
+    result = changecat("info", tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        f"error: {tmp_path}: no catalog.json in this folder, so it is not a catalog"
+    )
+    missing = changecat("info", tmp_path / "nothing")
+    assert missing.returncode == 2 and "no such folder or file" in missing.stderr

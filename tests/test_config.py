@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import shapely
 import yaml
+from shapely.geometry import shape
 
-from generator.config import AefSourceConfig, EarthEngineSourceConfig, load_config
+from generator.config import (
+    DEFAULT_MAX_PIXELS,
+    MAX_CONFIG_BYTES,
+    AefSourceConfig,
+    EarthEngineSourceConfig,
+    load_config,
+)
 from generator.errors import ConfigError, YearNotAvailableError
 from generator.plan import check_years
+from generator.regions import MAX_GEOJSON_BYTES
 
 SELF_INTERSECTING = {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}
 
@@ -324,3 +337,223 @@ def test_aef_root_with_an_unsupported_scheme(tmp_path: Path) -> None:
     data = base_config()
     data["source"]["root"] = "ftp://example.org/aef"
     assert "source.root 'ftp://example.org/aef': unsupported scheme ftp://" in error_of(tmp_path, data)
+
+
+# --- hostile and oversized configs ----------------------------------------------------------------------
+
+MEMORY_BOUND = 1024 * 1024 * 1024
+"""Address space the config load may use in the bomb test: the old loader reached 3.5 GB before failing."""
+
+BOMB = (
+    'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    + "".join(f"{b}: &{b} [{','.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True))
+    + "catalog: {id: x}\nsource: {kind: aef, root: .}\npairs: [[2017, 2024]]\n"
+    + "regions:\n  - {id: r, geometry: {type: Polygon, coordinates: *i}}\n"
+)
+"""A "billion laughs" YAML: 9⁹ ≈ 387 million strings from a few hundred bytes, inside a region geometry."""
+
+LOAD_UNDER_LIMIT = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[2]), int(sys.argv[2])))
+from generator.config import load_config
+from generator.errors import ConfigError
+try:
+    load_config(sys.argv[1])
+except ConfigError as exc:
+    print(exc)
+    sys.exit(2)
+"""
+
+
+def test_alias_bomb_fails_fast_with_a_clear_message_within_a_memory_bound(tmp_path: Path) -> None:
+    path = write(tmp_path, BOMB)
+    assert len(BOMB) < 700
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_UNDER_LIMIT, str(path), str(MEMORY_BOUND)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "the YAML expands to more than 500,000 values once its aliases (*name) are repeated" in (
+        result.stdout
+    )
+
+
+def test_recursive_alias_is_refused(tmp_path: Path) -> None:
+    text = "catalog: &c {id: x, loop: *c}\n"
+    assert "an alias refers to a value that contains it" in error_of(tmp_path, text)
+
+
+def test_a_few_aliases_are_fine(tmp_path: Path) -> None:
+    text = yaml.safe_dump(base_config()) + "x-ring: &ring [[13.2, 52.46], [13.27, 52.46], [13.27, 52.5]]\n"
+    assert load_config(write(tmp_path, text.replace("x-ring: &ring", "# no alias"))).regions
+    ring = "[[13.20, 52.46], [13.27, 52.46], [13.27, 52.50], [13.20, 52.46]]"
+    doc = (
+        "catalog: {id: x}\nsource: {kind: aef, root: .}\npairs: [[2017, 2024]]\nregions:\n"
+        f"  - {{id: a, geometry: {{type: Polygon, coordinates: &ring [{ring}]}}}}\n"
+        "  - {id: b, geometry: {type: Polygon, coordinates: *ring}}\n"
+    )
+    cfg = load_config(write(tmp_path, doc))
+    assert cfg.regions[0].geometry.equals(cfg.regions[1].geometry)
+
+
+def test_oversized_config_file_is_refused_before_parsing(tmp_path: Path) -> None:
+    text = yaml.safe_dump(base_config()) + "#" + "x" * MAX_CONFIG_BYTES + "\n"
+    message = error_of(tmp_path, text)
+    assert "the config file is larger than 2 MiB; put large geometries in GeoJSON files" in message
+
+
+def test_oversized_geojson_file_is_refused(tmp_path: Path) -> None:
+    with open(tmp_path / "huge.geojson", "wb") as f:
+        f.truncate(MAX_GEOJSON_BYTES + 1)  # sparse: no disk space used
+    data = base_config()
+    data["regions"][1] = {"id": "huge", "file": "huge.geojson"}
+    assert "file huge.geojson: 64 MiB is more than the 64 MiB a region file may have" in error_of(
+        tmp_path, data
+    )
+
+
+def test_whole_world_bbox_is_refused_naming_the_zone_borders(tmp_path: Path) -> None:
+    data = base_config()
+    data["regions"][0]["bbox"] = [-180, -90, 180, 90]
+    message = error_of(tmp_path, data)
+    assert (
+        "regions[0] (berlin): spans UTM zones 1–60 (60 zones) and reaches 183.0° from the central" in message
+    )
+    assert "split it into regions at the zone borders (174°W, 168°W" in message
+
+
+def test_a_region_may_reach_one_zone_beyond_its_own(tmp_path: Path) -> None:
+    data = base_config()
+    data["max_pixels"] = 10**12
+    data["regions"] = [{"id": "three-zones", "bbox": [6.5, 52.0, 23.5, 52.2]}]  # zones 32-34, centre 15°E
+    assert load_config(write(tmp_path, data)).regions[0].id == "three-zones"
+    data["regions"] = [{"id": "wide", "bbox": [5.0, 52.0, 25.0, 52.2]}]
+    assert "spans UTM zones 31–35 (5 zones) and reaches 10.0° from the central meridian (15°E)" in (
+        error_of(tmp_path, data)
+    )
+
+
+def test_region_larger_than_max_pixels_says_how_to_split(tmp_path: Path) -> None:
+    data = base_config()
+    data["regions"][0]["bbox"] = [10.0, 40.0, 22.0, 50.0]  # about 1,000 × 1,100 km: 11.6 Gpx
+    message = error_of(tmp_path, data)
+    assert "regions[0] (berlin): its 10 m grid is 102,468 × 113,440 = 11,623,969,920 pixels" in message
+    assert f"more than max_pixels ({DEFAULT_MAX_PIXELS:,}); split it into 16 regions" in message
+    assert "(e.g. a 4 × 4 grid of bboxes of 3° × 2.5°), or raise max_pixels" in message
+    data["max_pixels"] = 12_000_000_000
+    assert load_config(write(tmp_path, data)).max_pixels == 12_000_000_000
+
+
+def test_max_pixels_must_be_a_positive_integer(tmp_path: Path) -> None:
+    data = base_config()
+    data["max_pixels"] = 0
+    assert "max_pixels: 0 is less than the minimum of 1" in error_of(tmp_path, data)
+
+
+def dense_ring(vertices: int, lon: float = 13.3, lat: float = 52.5) -> list[list[float]]:
+    """A wavy ring around (lon, lat), about 4 km across, with ``vertices`` distinct vertices."""
+    t = np.linspace(0, 2 * np.pi, vertices, endpoint=False)
+    r = 0.02 * (1 + 0.05 * np.sin(40 * t))
+    ring = np.column_stack([lon + 1.6 * r * np.cos(t), lat + r * np.sin(t)]).round(8).tolist()
+    return [*ring, ring[0]]
+
+
+def test_dense_geometry_is_simplified_below_a_tenth_of_a_metre(tmp_path: Path) -> None:
+    ring = dense_ring(50_000)
+    (tmp_path / "dense.geojson").write_text(json.dumps({"type": "Polygon", "coordinates": [ring]}))
+    data = base_config()
+    data["regions"][1] = {"id": "dense", "file": "dense.geojson"}
+    geom = load_config(write(tmp_path, data)).regions[1].geometry
+    exact = shape({"type": "Polygon", "coordinates": [ring]})
+    assert shapely.get_num_coordinates(geom) < 5_000
+    assert geom.is_valid
+    assert geom.buffer(1.01e-6).covers(exact) and exact.buffer(1.01e-6).covers(geom)  # moved ≤ 0.11 m
+
+
+def test_geometry_too_complex_even_after_simplifying(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    # A star with 250,000 random spikes: nothing is below 0.1 m, so nothing can be removed (and checking
+    # its validity alone would take half a minute).
+    t = np.linspace(0, 2 * np.pi, 250_000, endpoint=False)
+    r = 0.02 * (1 + 0.3 * rng.random(t.size))
+    ring = np.column_stack([13.3 + r * np.cos(t), 52.5 + r * np.sin(t)]).tolist()
+    (tmp_path / "star.geojson").write_text(json.dumps({"type": "Polygon", "coordinates": [[*ring, ring[0]]]}))
+    data = base_config()
+    data["regions"][1] = {"id": "star", "file": "star.geojson"}
+    message = error_of(tmp_path, data)
+    assert "regions[1] (star): file star.geojson: 250,001 vertices, still about " in message
+    assert "at most 50,000 are supported" in message
+
+
+def test_malformed_region_ids_are_schema_problems_not_crashes(tmp_path: Path) -> None:
+    data = base_config()
+    data["regions"][0]["id"] = ["berlin"]
+    data["regions"][1]["id"] = {"name": "grunewald"}
+    message = error_of(tmp_path, data)
+    assert "regions[0].id: ['berlin'] is not of type 'string'" in message
+    assert "regions[1].id: {'name': 'grunewald'} is not of type 'string'" in message
+
+
+def test_several_different_problems_are_all_reported(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "catalog").write_text("a file")
+    data = base_config()
+    data["catalog"]["colour"] = "red"
+    data["source"]["root"] = "ftp://example.org/aef"
+    data["regions"][0]["id"] = "Berlin"  # a schema problem ...
+    data["methods"] = ["cosine", "euclid"]  # ... and semantic ones elsewhere
+    data["pairs"] = [[2024, 2017], [2017]]
+    data["regions"][1]["geometry"] = SELF_INTERSECTING
+    data["regions"].append({"id": "world", "bbox": [-180, -90, 180, 90]})
+    data["regions"].append({"id": "world", "bbox": [13.0, 52.0, 13.1, 52.1]})
+    message = error_of(tmp_path, data)
+    expected = [
+        "catalog: Additional properties are not allowed ('colour' was unexpected)",
+        "pairs[0]: [2024, 2017]: the first year must be before the second",
+        "pairs[1]: [2017] is too short",
+        "regions[0].id: 'Berlin' is not a valid id",
+        "source.root 'ftp://example.org/aef': unsupported scheme ftp://",
+        "methods: unknown method 'euclid'",
+        "regions[1] (grunewald): geometry: invalid geometry (Self-intersection",
+        "regions[2] (world): spans UTM zones 1–60",
+        "regions[3] (world): duplicate region id 'world'",
+    ]
+    missing = [e for e in expected if e not in message]
+    assert not missing, message
+    assert f"invalid config ({len(expected)} problem(s))" in message
+
+
+WHEEL_SCHEMAS = """
+import generator, generator.config, catalog.extension
+print(generator.__file__)
+print(generator.config.schemas_dir())
+regions = generator.config.schemas_dir() / "regions/v1.0.0/schema.json"
+for path in [*catalog.extension.own_schemas().values(), regions]:
+    print(path, path.is_file())
+"""
+
+
+def test_own_schemas_resolve_in_an_installed_wheel(tmp_path: Path) -> None:
+    from hatchling.builders.wheel import WheelBuilder
+
+    repo = Path(__file__).resolve().parents[1]
+    wheel = next(iter(WheelBuilder(str(repo)).build(directory=str(tmp_path / "dist"), versions=["standard"])))
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    result = subprocess.run(
+        [sys.executable, "-c", WHEEL_SCHEMAS],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == str(site / "generator" / "__init__.py")  # the wheel's copy, not the source tree
+    assert lines[1] == str(site / "changecat" / "schemas")
+    assert len(lines) == 4 and all(line.endswith(" True") for line in lines[2:]), lines
