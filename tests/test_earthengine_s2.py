@@ -1,8 +1,9 @@
 """Sentinel-2 context composites and the ``s2-difference`` method through the real earthengine-api client.
 
 The stand-in serves a synthetic ``COPERNICUS/S2_SR_HARMONIZED`` collection (tests/ee_standin/s2.py) over the
-mirror's bounds. The known answers here are computed with numpy from the raw observations of that collection:
-scene pre-filter, QA60 bits 10/11, per-pixel median of the clear observations (an odd count everywhere).
+mirror's bounds, and its Cloud Score+ collection. The known answers here are computed with numpy from the raw
+observations of that collection: scene pre-filter, Cloud Score+ cs_cdf >= 0.6, per-pixel median of the clear
+observations (an odd count everywhere). In 2023 every scene's QA60 is masked, as in Earth Engine.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def known_median(spec: synth.S2Spec, grid: Grid, year: int) -> np.ndarray:
             continue
         obs = spec.observation(year, k, rows, cols)
         values.append(np.stack([obs[b] for b in ("B4", "B3", "B2")]).astype(np.float64))
-        clear.append(((obs["QA60"] >> 10) & 1 == 0) & ((obs["QA60"] >> 11) & 1 == 0) & inside)
+        clear.append((spec.cs_cdf(year, k, rows, cols) >= 0.6) & inside)
     stack = np.where(np.array(clear)[:, None], np.array(values), np.nan)
     count = np.array(clear).sum(axis=0)
     assert np.all((count % 2 == 1) | (count == 0)), "the synthetic data must have odd clear counts"
@@ -100,6 +101,9 @@ def zone(spec: synth.S2Spec, grid: Grid, z: tuple) -> np.ndarray:
 
 @pytest.mark.parametrize("year", [2018, 2023])
 def test_context_is_the_median_of_clear_observations(standin: StandinServer, grid: Grid, year: int) -> None:
+    """Clear by Cloud Score+: 2023 (QA60 masked in every scene) has composites, and the cloud shadows QA60
+    never flagged are left out."""
+    assert all(standin.s2.qa60_masked(year, k) == (year == 2023) for k in range(synth.ACCEPTED + 1))
     src = ee_source(standin)
     got = assemble_context(src, grid, year)
     want = known_median(standin.s2, grid, year)
@@ -115,7 +119,8 @@ def test_context_is_the_median_of_clear_observations(standin: StandinServer, gri
     clear = spec.observation(year, 4, rows, cols)
     for i, band in enumerate(S2_RGB_BANDS):
         assert np.array_equal(got[i][four], clear[band][four])
-    assert (got[:, zone(spec, grid, synth.ZONE_OTHER_BITS)] < synth.CLOUD_DN).all(), "only bits 10/11 mask"
+    assert (got[:, zone(spec, grid, synth.ZONE_OTHER_BITS)] < synth.CLOUD_DN).all(), "no cloud slips through"
+    assert (got[:, zone(spec, grid, synth.ZONE_SHADOW)] > 100).all(), "no shadow slips through"
     all_clouded = zone(spec, grid, synth.ZONE_ALL)
     assert (got[:, all_clouded] == 0).all() if year == YEARS[0] else (got[:, all_clouded] > 0).all()
 
@@ -133,6 +138,43 @@ def test_s2_difference_known_answer(standin: StandinServer, grid: Grid) -> None:
     planted = np.sqrt(sum((d / 10000) ** 2 for d in synth.CHANGE_DN.values()))
     assert np.allclose(np.median(got[changed]), planted, atol=0.01)
     assert np.nanmax(got[~changed]) < 0.02 < planted
+
+
+def test_a_qa60_mask_empties_the_scenes_of_the_qa60_gap(standin: StandinServer, grid: Grid) -> None:
+    """What the stand-in models (and the issue was): the old QA60 bit mask keeps no pixel of a 2023 scene,
+    because Earth Engine serves QA60 masked there; in 2018 it keeps most pixels."""
+    ee_source(standin)
+
+    def qa60_clear(im: ee.Image) -> ee.Image:
+        qa = im.select("QA60")
+        return im.updateMask(qa.bitwiseAnd(1 << 10).eq(0).And(qa.bitwiseAnd(1 << 11).eq(0)))
+
+    kept = {}
+    for year in (2018, 2023):
+        scenes = ee.ImageCollection(S2_COLLECTION).filterDate(f"{year}-01-01", f"{year + 1}-01-01")
+        scenes = scenes.filter(ee.Filter.lt("CLOUDY_PIXEL_PERCENTAGE", 20))
+        image = scenes.map(qa60_clear).select(["B4"]).median().unmask(0, False).toUint16()
+        t = grid.transform
+        arr = ee.data.computePixels(
+            {
+                "expression": image,
+                "fileFormat": "NUMPY_NDARRAY",
+                "grid": {
+                    "crsCode": grid.crs,
+                    "dimensions": {"width": grid.width, "height": grid.height},
+                    "affineTransform": {
+                        "scaleX": t.a,
+                        "shearX": 0,
+                        "translateX": t.c,
+                        "shearY": 0,
+                        "scaleY": t.e,
+                        "translateY": t.f,
+                    },
+                },
+            }
+        )
+        kept[year] = float((arr["B4"] > 0).mean())
+    assert kept[2023] == 0.0 and kept[2018] > 0.5, kept
 
 
 def test_context_tiles_and_request_sizes(standin: StandinServer, grid: Grid) -> None:

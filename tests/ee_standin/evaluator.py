@@ -116,17 +116,46 @@ def _less_than(
 
 
 def _map(collection: Any, baseAlgorithm: Any, dropNulls: bool = False) -> Collection:
-    """Collection.map over images: the function gets each image; properties and footprint are kept."""
+    """Collection.map over images: the function gets each image (with its properties, which e.g.
+    Image.linkCollection reads); properties and footprint are kept."""
     fn = need(Function, "Collection.map")(baseAlgorithm)
     out = []
     for el in _coll(collection).images:
         if not isinstance(el, ImageElement):
             raise EEError("Collection.map: only maps over Sentinel-2 images are implemented by the stand-in.")
-        result = fn.call(el.image)
+        result = fn.call(el)
         if result is None and dropNulls:
             continue
-        out.append(ImageElement(need(Image, "Collection.map result")(result), el.properties, el.footprint))
+        out.append(ImageElement(im_ops.as_image(result), el.properties, el.footprint))
     return Collection(tuple(out))
+
+
+def _link_collection(
+    input: Any,
+    imageCollection: Any,
+    linkedBands: Any = None,
+    linkedProperties: Any = None,
+    matchPropertyName: str = "system:index",
+) -> Image:
+    """Image.linkCollection, as its algorithm documentation describes it: the bands ``linkedBands`` of the
+    image of ``imageCollection`` whose ``matchPropertyName`` equals the input's are added to the input
+    (overwriting bands of the same name); "If a matching image is not found, any new or updated bands will
+    be fully masked". Footprint and properties stay the input's. Linked properties are not implemented."""
+    if not isinstance(input, ImageElement):
+        raise EEError("Image.linkCollection: only images of a collection (inside map) are implemented.")
+    if linkedProperties:
+        raise EEError("Image.linkCollection: linkedProperties is not implemented by the stand-in.")
+    bands = [linkedBands] if isinstance(linkedBands, str) else list(linkedBands or [])
+    key = input.properties.get(matchPropertyName)
+    match = next(
+        (
+            el
+            for el in _coll(imageCollection).images
+            if isinstance(el, ImageElement) and key is not None and el.properties.get(matchPropertyName) == key
+        ),
+        None,
+    )
+    return im_ops.link(input.image, match.image if match else None, bands)
 
 
 _coll = need(Collection, "Collection")
@@ -187,6 +216,8 @@ def functions(collections: dict[str, tuple[Element, ...]]) -> dict[str, Callable
         "Image.clip": im_ops.clip,
         "Image.bitwiseAnd": im_ops.binary("bitwiseAnd", im_ops.bitwise_and),
         "Image.eq": im_ops.binary("eq", im_ops.equal),
+        "Image.gte": im_ops.binary("gte", im_ops.greater_equal),
+        "Image.linkCollection": _link_collection,
         "Image.and": im_ops.binary("and", im_ops.logical_and),
         "Image.pow": im_ops.binary("pow", np.power),
         "Image.sqrt": im_ops.sqrt,

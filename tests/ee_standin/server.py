@@ -26,7 +26,7 @@ from affine import Affine
 
 from tests.ee_standin.evaluator import BYTES_PER_PIXEL, NPY_DTYPES, EEError, Evaluator, Image, to_json_value
 from tests.ee_standin.mirror import MirrorImage, PixelGrid, load_mirror
-from tests.ee_standin.s2 import S2_COLLECTION, S2Spec
+from tests.ee_standin.s2 import CLOUD_SCORE_COLLECTION, S2_COLLECTION, S2Spec
 
 AEF_COLLECTION = "GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL"
 MAX_REQUEST_BYTES = 50331648
@@ -100,7 +100,11 @@ class StandinServer:
     ) -> None:
         images = tuple(load_mirror(Path(mirror)))
         self.s2 = _s2_spec(images)
-        collections = {collection_id: images, S2_COLLECTION: self.s2.collection() if self.s2 else ()}
+        collections = {
+            collection_id: images,
+            S2_COLLECTION: self.s2.collection() if self.s2 else (),
+            CLOUD_SCORE_COLLECTION: self.s2.score_collection() if self.s2 else (),
+        }
         self.evaluator = Evaluator(collections)
         self.faults: list[Fault] = list(faults or [])
         self.memory_limit_pixels = memory_limit_pixels
