@@ -26,7 +26,7 @@ S2_METHOD = "s2-difference"
 CLOUD_SCORE_COLLECTION = "GOOGLE/CLOUD_SCORE_PLUS/V1/S2_HARMONIZED"
 """Cloud Score+ for the harmonized Sentinel-2 archive, one image per scene, same ``system:index``."""
 CLOUD_SCORE_BAND = "cs_cdf"
-"""Cloud Score+ band: likelihood (0..1) that the pixel is clear, from the pixel's score distribution in time."""
+"""Cloud Score+ band: likelihood (0..1) that the pixel is clear, from its score distribution through time."""
 CLEAR_THRESHOLD = 0.6
 """Pixels with ``cs_cdf`` at or above this are clear: the value Earth Engine's Cloud Score+ examples use
 (0.5-0.65 suggested; higher is stricter)."""

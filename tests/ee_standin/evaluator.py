@@ -147,13 +147,9 @@ def _link_collection(
         raise EEError("Image.linkCollection: linkedProperties is not implemented by the stand-in.")
     bands = [linkedBands] if isinstance(linkedBands, str) else list(linkedBands or [])
     key = input.properties.get(matchPropertyName)
+    candidates = [el for el in _coll(imageCollection).images if isinstance(el, ImageElement)]
     match = next(
-        (
-            el
-            for el in _coll(imageCollection).images
-            if isinstance(el, ImageElement) and key is not None and el.properties.get(matchPropertyName) == key
-        ),
-        None,
+        (el for el in candidates if key is not None and el.properties.get(matchPropertyName) == key), None
     )
     return im_ops.link(input.image, match.image if match else None, bands)
 

@@ -263,6 +263,7 @@ def link(image: Image, match: Image | None, bands: list[str]) -> Image:
 
     return Image(names, ptype, render)
 
+
 def sqrt(value: Any) -> Image:
     """Square root; a float image stays float, other types become double (NaN below 0)."""
     im = unary("sqrt", np.sqrt)(value)
