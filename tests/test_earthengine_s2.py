@@ -177,10 +177,40 @@ def test_a_qa60_mask_empties_the_scenes_of_the_qa60_gap(standin: StandinServer, 
     assert kept[2023] == 0.0 and kept[2018] > 0.5, kept
 
 
+def test_standin_counts_a_mask_byte_per_band(standin: StandinServer) -> None:
+    """A 2560² 3-band uint16 request is 2560² × 3 × (2 + 1) = 58982400 bytes: refused; the source's context
+    tile (2048²) is accepted."""
+    ee_source(standin)
+    image = ee.Image.constant([1, 2, 3]).toUint16()
+
+    def request(side: int) -> np.ndarray:
+        grid = {
+            "crsCode": "EPSG:32633",
+            "dimensions": {"width": side, "height": side},
+            "affineTransform": {
+                "scaleX": 10,
+                "shearX": 0,
+                "translateX": 0,
+                "shearY": 0,
+                "scaleY": -10,
+                "translateY": 0,
+            },
+        }
+        return ee.data.computePixels({"expression": image, "fileFormat": "NUMPY_NDARRAY", "grid": grid})
+
+    with pytest.raises(ee.EEException) as exc:
+        request(2560)
+    assert (
+        str(exc.value) == "Total request size (58982400 bytes) must be less than or equal to 50331648 bytes."
+    )
+    arr = request(CONTEXT_TILE_SIZE)
+    assert arr.shape == (CONTEXT_TILE_SIZE, CONTEXT_TILE_SIZE) and int(arr["constant_2"][0, 0]) == 3
+
+
 def test_context_tiles_and_request_sizes(standin: StandinServer, grid: Grid) -> None:
-    assert CONTEXT_TILE_SIZE == 2560
-    assert CONTEXT_BYTES_PER_PIXEL == 7
-    assert CONTEXT_TILE_SIZE**2 * 7 <= MAX_REQUEST_BYTES < (CONTEXT_TILE_SIZE + 512) ** 2 * 7
+    assert CONTEXT_TILE_SIZE == 2048
+    assert CONTEXT_BYTES_PER_PIXEL == 3 * (2 + 1)
+    assert CONTEXT_TILE_SIZE**2 * 9 <= MAX_REQUEST_BYTES < (CONTEXT_TILE_SIZE + 512) ** 2 * 9
     src = ee_source(standin, tile_size=3072)
     assert [(w.width, w.height) for w in src.context_windows(grid)] == [(grid.width, grid.height)]
     src = ee_source(standin)
@@ -192,16 +222,16 @@ def test_context_tiles_and_request_sizes(standin: StandinServer, grid: Grid) -> 
 
 
 def test_context_tiles_split_on_total_request_size(mirror: Path, grid: Grid) -> None:
-    with StandinServer(mirror, token=TOKEN, max_request_bytes=60 * 60 * 7) as server:
+    with StandinServer(mirror, token=TOKEN, max_request_bytes=60 * 60 * 9) as server:
         src = ee_source(server)
         got = assemble_context(src, grid, 2023)
-        entries = report(server, "context, size limit 25200 bytes")
+        entries = report(server, "context, size limit 32400 bytes")
         spec = server.s2
     want = known_median(spec, grid, 2023)
     assert np.array_equal(got, np.nan_to_num(want, nan=0).astype(np.uint16))
-    assert f"Total request size ({TILE * TILE * 7} bytes)" in {e.message.split(" must")[0] for e in entries}
+    assert f"Total request size ({TILE * TILE * 9} bytes)" in {e.message.split(" must")[0] for e in entries}
     assert src.stats.splits > 0
-    assert all(e.width * e.height * 7 <= 60 * 60 * 7 for e in entries if e.status == 200)
+    assert all(e.width * e.height * 9 <= 60 * 60 * 9 for e in entries if e.status == 200)
 
 
 def test_s2_difference_splits_on_user_memory_limit(mirror: Path, grid: Grid) -> None:

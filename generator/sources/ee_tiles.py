@@ -26,15 +26,29 @@ from generator.grid import BLOCK_SIZE, Grid
 from generator.urls import redact
 
 MAX_REQUEST_BYTES = 50331648
-"""computePixels: at most 48 MB of uncompressed pixels per request, counting one mask byte per pixel."""
+"""computePixels: at most 48 MB of uncompressed pixels per request, counted as ``request_bytes`` does."""
 MAX_GRID_SIDE = 32768
 """computePixels: at most this many pixels in either dimension."""
-MASK_BYTES = 1
-"""Earth Engine counts one mask byte per pixel in the request size."""
-BYTES_PER_PIXEL = 4 + MASK_BYTES
-"""Our change result: one float32 band plus the mask byte."""
-CONTEXT_BYTES_PER_PIXEL = 3 * 2 + MASK_BYTES
-"""Sentinel-2 context composites: three uint16 bands plus the mask byte."""
+MASK_BYTES_PER_BAND = 1
+"""Earth Engine counts one mask byte per band and pixel in the request size: "1 must be added to the bytes
+per pixel (see EE server code ImageUtils.enforceRequestedSizeLimits)" (google/Xee#209, fixed in
+google/Xee#210/#211 by the Earth Engine team; also gee-community/qgis-earthengine-plugin#415)."""
+CHANGE_BAND_BYTES = (4,)
+"""Our change result: one float32 band."""
+CONTEXT_BAND_BYTES = (2, 2, 2)
+"""Sentinel-2 context composites: three uint16 bands."""
+
+
+def request_bytes(pixels: int, band_bytes: tuple[int, ...]) -> int:
+    """The size Earth Engine counts for a computePixels request: pixels × Σ over bands (bytes + mask byte)."""
+    return pixels * sum(b + MASK_BYTES_PER_BAND for b in band_bytes)
+
+
+BYTES_PER_PIXEL = request_bytes(1, CHANGE_BAND_BYTES)
+"""Change requests: 5 bytes a pixel."""
+CONTEXT_BYTES_PER_PIXEL = request_bytes(1, CONTEXT_BAND_BYTES)
+"""Context requests: 9 bytes a pixel (3 × (2 + 1)), not 7: a 2560² context tile (58982400 bytes) is over
+the limit."""
 
 
 def largest_tile(bytes_per_pixel: int) -> int:
@@ -45,7 +59,7 @@ def largest_tile(bytes_per_pixel: int) -> int:
 DEFAULT_TILE_SIZE = largest_tile(BYTES_PER_PIXEL)
 """Change tiles: 3072 px (47185920 bytes)."""
 CONTEXT_TILE_SIZE = largest_tile(CONTEXT_BYTES_PER_PIXEL)
-"""Context tiles: 2560 px (45875200 bytes)."""
+"""Context tiles: 2048 px (37748736 bytes)."""
 MIN_TILE_SIZE = 128
 """Refused tiles are split down to this side; below it a request fails with RequestTooLargeError."""
 RETRY_ATTEMPTS = 4

@@ -30,7 +30,9 @@ from tests.ee_standin.s2 import CLOUD_SCORE_COLLECTION, S2_COLLECTION, S2Spec
 
 AEF_COLLECTION = "GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL"
 MAX_REQUEST_BYTES = 50331648
-"""computePixels: uncompressed size limit (48 MB), counting one mask byte per pixel."""
+"""computePixels: uncompressed size limit (48 MB). Earth Engine counts pixels × Σ over bands of (bytes per
+value + 1): one mask byte per band, "1 must be added to the bytes per pixel (see EE server code
+ImageUtils.enforceRequestedSizeLimits)" (google/Xee#209 and the Earth Engine team's fix, google/Xee#210)."""
 MAX_GRID_SIDE = 32768
 """computePixels: at most this many pixels in either dimension."""
 MAX_BANDS = 1024
@@ -183,7 +185,7 @@ class StandinServer:
                 f"Total request width ({grid.width}) and height ({grid.height}) must each be less than "
                 f"or equal to {MAX_GRID_SIDE}."
             )
-        size = grid.width * grid.height * (BYTES_PER_PIXEL[image.ptype] * len(bands) + 1)
+        size = grid.width * grid.height * (BYTES_PER_PIXEL[image.ptype] + 1) * len(bands)
         if size > self.max_request_bytes:
             raise EEError(
                 f"Total request size ({size} bytes) must be less than or equal to "
