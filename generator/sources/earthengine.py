@@ -7,6 +7,12 @@ grid explicitly (``computePixels`` ``grid``). Tiles are as large as the request 
 parallel (``ee_tiles``). Sentinel-2 context composites and the ``s2-difference`` method come from the
 expressions in ``ee_s2`` and download the same way.
 
+The endpoint is Earth Engine's high-volume one unless ``url`` names another: "For larger workflows requiring
+parallelization, using the Earth Engine high volume endpoint" is what Earth Engine's data-extraction guide
+asks of parallel ``computePixels`` (developers.google.com/earth-engine/guides/data_extraction and
+/cloud/highvolume). Every request has a client deadline (``CLIENT_DEADLINE_S``; the client sets none by
+default, ``ee.data.setDeadline``), so a stalled connection fails and is retried instead of holding a worker.
+
 Credentials, in order: the ``credentials`` argument; a service-account key file named by
 ``EE_SERVICE_ACCOUNT_KEY``; Earth Engine's own (``earthengine authenticate``, then application-default
 credentials, which also honour ``GOOGLE_APPLICATION_CREDENTIALS``). When ``url`` points to a host other than
@@ -41,7 +47,7 @@ from shapely.geometry import box, mapping
 from shapely.geometry.base import BaseGeometry
 
 from generator.config import EE_MAX_CONCURRENCY
-from generator.errors import AuthenticationError, ConfigError, SourceError
+from generator.errors import AuthenticationError, ConfigError, PermissionDeniedError, SourceError
 from generator.grid import Grid, to_crs
 from generator.methods import METHODS
 from generator.sources import ee_s2, ee_tiles
@@ -60,6 +66,13 @@ from generator.sources.ee_tiles import (
 )
 from generator.urls import public_href, redact
 
+HIGH_VOLUME_URL = "https://earthengine-highvolume.googleapis.com"
+"""Earth Engine's high-volume endpoint (``ee.data.HIGH_VOLUME_API_BASE_URL``), the default here: it is the one
+Earth Engine asks automated, parallel requests to use."""
+CLIENT_DEADLINE_S = 360.0
+"""Client deadline of one request (``ee.data.setDeadline``; socket timeout of the client's HTTP session).
+Interactive requests "must finish processing within five minutes" (Earth Engine's processing environments
+guide), after which Earth Engine answers "Computation timed out"; a minute more covers the transfer."""
 SERVICE_ACCOUNT_ENV = "EE_SERVICE_ACCOUNT_KEY"
 """Environment variable naming a service-account JSON key file."""
 CLIENT_MAX_RETRIES = 5
@@ -81,7 +94,8 @@ class EarthEngineSource(Source):
     Optional keyword arguments beyond the config exist for tests and tuning: ``credentials`` (a
     google.auth credentials object), ``tile_size`` (side of the download tiles), ``min_tile_size``,
     ``client_retries`` (the client's own 429/5xx retries), ``retry_attempts`` and ``backoff_s`` (ours),
-    ``s2_max_cloudy_percent`` (Sentinel-2 scene pre-filter; None keeps every scene).
+    ``s2_max_cloudy_percent`` (Sentinel-2 scene pre-filter; None keeps every scene), ``deadline_s`` (the
+    client deadline of one request).
     """
 
     def __init__(
@@ -98,6 +112,7 @@ class EarthEngineSource(Source):
         retry_attempts: int = ee_tiles.RETRY_ATTEMPTS,
         backoff_s: float = ee_tiles.BACKOFF_BASE_S,
         s2_max_cloudy_percent: float | None = ee_s2.MAX_CLOUDY_PERCENT,
+        deadline_s: float = CLIENT_DEADLINE_S,
     ) -> None:
         if not 1 <= max_concurrency <= EE_MAX_CONCURRENCY:
             raise ConfigError(
@@ -109,7 +124,12 @@ class EarthEngineSource(Source):
                 f"earthengine tile_size {tile_size} / min_tile_size {min_tile_size}: need 0 < min ≤ tile, "
                 f"tile ≤ {MAX_GRID_SIDE} and tile² × {ee_tiles.BYTES_PER_PIXEL} ≤ {MAX_REQUEST_BYTES} bytes"
             )
-        self.project, self.collection, self.url = project, collection, url.rstrip("/") if url else None
+        if deadline_s <= 0:
+            raise ConfigError(f"earthengine deadline_s {deadline_s}: must be > 0 seconds")
+        self.project, self.collection = project, collection
+        # Always explicit: ee.Initialize(url=None) keeps the URL of an earlier initialization (a stand-in).
+        self.url = url.rstrip("/") if url else HIGH_VOLUME_URL
+        self.deadline_s = deadline_s
         self.max_concurrency = max_concurrency
         self.tile_size, self.min_tile_size = tile_size, min_tile_size
         self.client_retries, self.retry_attempts, self.backoff_s = client_retries, retry_attempts, backoff_s
@@ -122,7 +142,7 @@ class EarthEngineSource(Source):
     # --- session --------------------------------------------------------------------------------------
 
     def _find_credentials(self) -> Credentials:
-        if self.url and not _is_google(self.url):
+        if not _is_google(self.url):
             return AnonymousCredentials()  # never send a user's Google credentials to another host
         key = os.environ.get(SERVICE_ACCOUNT_ENV)
         if key:
@@ -151,11 +171,14 @@ class EarthEngineSource(Source):
                 ee.data.setMaxRetries(self.client_retries)
                 ee.Initialize(credentials=self._credentials, project=self.project, url=self.url)
                 ee.data.setMaxRetries(self.client_retries)
+                # After Initialize (it rebuilds the client for the URL just set); later initializations of
+                # this process keep it, so their own discovery requests are bounded too.
+                ee.data.setDeadline(self.deadline_s * 1000)
             except Exception as exc:
                 err = ee_tiles.classify(exc)
-                if isinstance(err, AuthenticationError):
+                if isinstance(err, AuthenticationError | PermissionDeniedError):
                     raise err from None
-                where = public_href(self.url) if self.url else "the default Earth Engine endpoint"
+                where = public_href(self.url)
                 raise SourceError(
                     f"cannot open Earth Engine at {where} for project '{self.project}': {redact(str(exc))}"
                 ) from None
@@ -173,7 +196,7 @@ class EarthEngineSource(Source):
                     time.sleep(ee_tiles.backoff_delay(self.backoff_s, attempt))
                     continue
                 if isinstance(err, SourceError):
-                    raise type(err)(f"{self.collection}: {what}: {err}") from None
+                    raise type(err)(f"{self.collection}: {what}: {err}") from None  # keeps its class
                 raise SourceError(f"{self.collection}: {what}: {exc}") from None
         raise AssertionError("unreachable")
 
@@ -275,13 +298,13 @@ def _is_google(url: str) -> bool:
     return host == "googleapis.com" or host.endswith(".googleapis.com")
 
 
-def _quiet_data_catalog(url: str | None) -> None:
+def _quiet_data_catalog(url: str) -> None:
     """ee.Initialize fetches Google's data catalog (deprecation warnings) with no timeout: bound it, and skip
     it for non-Google endpoints (a stand-in, offline)."""
     deprecation = getattr(ee, "deprecation", None)
     if deprecation is None or not hasattr(deprecation, "_FetchDataCatalogStac"):
         return
-    if url and not _is_google(url):
+    if not _is_google(url):
         deprecation._FetchDataCatalogStac = lambda: {}
         return
     catalog_url = getattr(deprecation, "_DEPRECATED_ASSETS_URL", None)

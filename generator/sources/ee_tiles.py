@@ -9,6 +9,7 @@ raises only ``ee.EEException``): transient ones are retried here with exponentia
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ from google.auth.exceptions import GoogleAuthError
 from googleapiclient.errors import HttpError
 from rasterio.windows import Window
 
-from generator.errors import AuthenticationError, RequestTooLargeError, SourceError
+from generator.errors import AuthenticationError, PermissionDeniedError, RequestTooLargeError, SourceError
 from generator.grid import BLOCK_SIZE, Grid
 from generator.urls import redact
 
@@ -81,7 +82,23 @@ TRANSIENT_MESSAGES = (
     "deadline exceeded",
     "try again",
 )
-AUTH_MESSAGES = ("authentication credential", "unauthenticated", "permission_denied", "permission denied")
+AUTH_MESSAGES = ("authentication credential", "unauthenticated")
+PERMISSION_DENIED = re.compile(
+    r"Permission '?(?P<permission>[\w.]+)'? denied on resource '?(?P<resource>[^'\s(]+?)'?\.?(?:\s|$)"
+    r"|Caller does not have required permission to use project (?P<project>[\w.:-]+)"
+    r"|permission[ _]denied",
+    re.IGNORECASE,
+)
+"""Google's 403 texts: IAM's "Permission 'earthengine.computations.create' denied on resource
+'projects/p' (or it may not exist)." (the format of every Google Cloud API's PERMISSION_DENIED), Service
+Usage's "Caller does not have required permission to use project p. Grant the caller the
+roles/serviceusage.serviceUsageConsumer role ..." (as reported in nasaharvest/street2sat#51 from
+earthengine.googleapis.com) and a bare "Permission denied"."""
+HOW_TO_GET_PERMISSION = (
+    "the credentials are valid, but their account may not use Earth Engine in this project: register the "
+    "project for Earth Engine and grant the account roles/earthengine.viewer (or writer) and "
+    "roles/serviceusage.serviceUsageConsumer on it, or name a project it may use"
+)
 HOW_TO_AUTHENTICATE = (
     "authenticate with `earthengine authenticate` or `gcloud auth application-default login "
     "--scopes=https://www.googleapis.com/auth/earthengine,https://www.googleapis.com/auth/cloud-platform`, "
@@ -103,9 +120,19 @@ class Transient(Exception):
 
 
 def classify(exc: BaseException) -> Exception:
-    """Map a client exception to _Split, Transient, AuthenticationError or SourceError (URLs redacted)."""
+    """Map a client exception to _Split, Transient, PermissionDeniedError, AuthenticationError or
+    SourceError (URLs redacted)."""
     msg = redact(str(exc))
     low = msg.lower()
+    if denied := PERMISSION_DENIED.search(msg):
+        what = (
+            f"permission {denied['permission']} on {denied['resource']}"
+            if denied["permission"]
+            else f"the use of project {denied['project'].rstrip('.')}"
+            if denied["project"]
+            else "permission"
+        )
+        return PermissionDeniedError(f"Earth Engine denied {what} ({msg[:300]}): {HOW_TO_GET_PERMISSION}")
     if isinstance(exc, GoogleAuthError) or any(m in low for m in AUTH_MESSAGES):
         return AuthenticationError(
             f"Earth Engine refused the credentials ({msg[:200]}): {HOW_TO_AUTHENTICATE}"
@@ -222,7 +249,7 @@ class TileDownloader:
                         f"Earth Engine kept failing for tile {_describe(window)} after "
                         f"{self.retry_attempts} retries: {err}"
                     ) from None
-                if isinstance(err, SourceError) and not isinstance(err, AuthenticationError):
+                if type(err) is SourceError:
                     raise SourceError(f"{err} (tile {_describe(window)})") from None
                 raise err from None
             return self._values(arr, window)

@@ -45,7 +45,19 @@ FAULT_MESSAGES = {
     "memory": (400, "INVALID_ARGUMENT", "User memory limit exceeded."),
     "timeout": (400, "INVALID_ARGUMENT", "Computation timed out."),
 }
-FAULT_KINDS = (*FAULT_MESSAGES, "drop")
+PERMISSION_DENIED = (
+    403,
+    "PERMISSION_DENIED",
+    "Permission 'earthengine.computations.create' denied on resource 'projects/{project}' (or it may not "
+    "exist).",
+)
+"""A 403 as Google Cloud APIs word an IAM denial: "Permission '<permission>' denied on resource '<resource>'
+(or it may not exist)." with status PERMISSION_DENIED (the common error model of Google APIs,
+cloud.google.com/apis/design/errors; earthengine.computations.create is the permission computePixels and
+value:compute need, per Earth Engine's access-control page)."""
+STALL_MAX_S = 120.0
+"""A stalled request holds its connection until the server is stopped, or this long, then drops it."""
+FAULT_KINDS = (*FAULT_MESSAGES, "drop", "stall", "permission")
 _EE_DIR = Path(ee.__file__).parent
 DISCOVERY_FILE = _EE_DIR / "tests" / "cloud_api_discovery_document.json"
 ALGORITHMS_FILE = _EE_DIR / "tests" / "algorithms.json"
@@ -120,6 +132,7 @@ class StandinServer:
         self._algorithms = ALGORITHMS_FILE.read_bytes()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
         self.httpd.daemon_threads = True
+        self.released = threading.Event()  # set by stop(): stalled requests end
         self._thread: threading.Thread | None = None
 
     @property
@@ -132,6 +145,7 @@ class StandinServer:
         return self
 
     def stop(self) -> None:
+        self.released.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -271,10 +285,13 @@ def _handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
                 code, ctype = exc.code, "application/json"
                 body = _error_body(exc.code, exc.status, exc.message)
                 entry.message = exc.message
-            except _Drop:
-                entry.status, entry.fault = 0, "drop"
+            except _Drop as drop:
+                entry.status, entry.fault = 0, "stall" if drop.stall else "drop"
                 with server.lock:
                     server.log.append(entry)
+                if drop.stall:
+                    # A stalled connection: accepted, request read, no answer (a hung backend or proxy).
+                    server.released.wait(STALL_MAX_S)
                 self.close_connection = True
                 return
             except Exception as exc:  # a bug of the stand-in: answer 500 and record it for the tests
@@ -312,8 +329,11 @@ def _handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
             fault = server.take_fault(endpoint)
             if fault:
                 entry.fault = fault
-                if fault == "drop":
-                    raise _Drop
+                if fault in ("drop", "stall"):
+                    raise _Drop(stall=fault == "stall")
+                if fault == "permission":
+                    code, status, message = PERMISSION_DENIED
+                    raise EEError(message.format(project=m.group(2)), code=code, status=status)
                 code, status, message = FAULT_MESSAGES[fault]
                 raise EEError(message, code=code, status=status)
             if endpoint == "algorithms":
@@ -337,4 +357,9 @@ def _handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
 
 
 class _Drop(Exception):
-    """Close the connection without an answer (an injected dropped connection)."""
+    """Close the connection without an answer (an injected dropped connection), after holding it open
+    without answering when ``stall``."""
+
+    def __init__(self, stall: bool = False) -> None:
+        super().__init__()
+        self.stall = stall
