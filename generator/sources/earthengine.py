@@ -13,11 +13,10 @@ asks of parallel ``computePixels`` (developers.google.com/earth-engine/guides/da
 /cloud/highvolume). Every request has a client deadline (``CLIENT_DEADLINE_S``; the client sets none by
 default, ``ee.data.setDeadline``), so a stalled connection fails and is retried instead of holding a worker.
 
-Credentials, in order: the ``credentials`` argument; a service-account key file named by
-``EE_SERVICE_ACCOUNT_KEY``; Earth Engine's own (``earthengine authenticate``, then application-default
-credentials, which also honour ``GOOGLE_APPLICATION_CREDENTIALS``). When ``url`` points to a host other than
-Google's (a local stand-in), anonymous credentials are used: a user's Google credentials are never sent to
-another host. Credentials are never logged.
+Credentials: the ``credentials`` argument, else ``ee_auth.find_credentials`` (a service-account key file
+named by ``EE_SERVICE_ACCOUNT_KEY``, ``earthengine authenticate``'s, application-default credentials, with
+Earth Engine's scopes). When ``url`` points to a host other than Google's (a local stand-in), anonymous
+credentials are used: a user's Google credentials are never sent to another host. Never logged.
 
 Earth Engine's client keeps global state: the last source opened is the one the client talks to; a source
 re-initializes the client when it is used after another one.
@@ -27,7 +26,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import threading
 import time
 import urllib.error
@@ -35,13 +33,10 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlparse
 
 import ee
 import numpy as np
-from google.auth.credentials import AnonymousCredentials, Credentials
-from google.auth.exceptions import GoogleAuthError, TransportError
-from google.oauth2 import service_account
+from google.auth.credentials import Credentials
 from rasterio.windows import Window
 from shapely.geometry import box, mapping
 from shapely.geometry.base import BaseGeometry
@@ -52,11 +47,11 @@ from generator.grid import Grid, to_crs
 from generator.methods import METHODS
 from generator.sources import ee_s2, ee_tiles
 from generator.sources.base import AEF_DATASET, Block, Source, SourceInfo
+from generator.sources.ee_auth import find_credentials, is_google
 from generator.sources.ee_s2 import S2_COLLECTION, S2_METHOD, S2_RGB_BANDS
 from generator.sources.ee_tiles import (
     CONTEXT_TILE_SIZE,
     DEFAULT_TILE_SIZE,
-    HOW_TO_AUTHENTICATE,
     MAX_GRID_SIDE,
     MAX_REQUEST_BYTES,
     MIN_TILE_SIZE,
@@ -73,8 +68,6 @@ CLIENT_DEADLINE_S = 360.0
 """Client deadline of one request (``ee.data.setDeadline``; socket timeout of the client's HTTP session).
 Interactive requests "must finish processing within five minutes" (Earth Engine's processing environments
 guide), after which Earth Engine answers "Computation timed out"; a minute more covers the transfer."""
-SERVICE_ACCOUNT_ENV = "EE_SERVICE_ACCOUNT_KEY"
-"""Environment variable naming a service-account JSON key file."""
 CLIENT_MAX_RETRIES = 5
 """Retries of 429/5xx done by the earthengine-api client itself (its default)."""
 DATA_CATALOG_TIMEOUT_S = 5.0
@@ -136,29 +129,10 @@ class EarthEngineSource(Source):
         self.s2_max_cloudy_percent = s2_max_cloudy_percent
         self.stats = DownloadStats()
         self._serial = next(_serials)
-        self._credentials = credentials if credentials is not None else self._find_credentials()
+        self._credentials = credentials if credentials is not None else find_credentials(self.url)
         self._activate()
 
     # --- session --------------------------------------------------------------------------------------
-
-    def _find_credentials(self) -> Credentials:
-        if not _is_google(self.url):
-            return AnonymousCredentials()  # never send a user's Google credentials to another host
-        key = os.environ.get(SERVICE_ACCOUNT_ENV)
-        if key:
-            try:
-                return service_account.Credentials.from_service_account_file(key, scopes=ee.oauth.SCOPES)
-            except (OSError, ValueError) as exc:
-                raise AuthenticationError(
-                    f"{SERVICE_ACCOUNT_ENV}={key}: not a readable service-account key file "
-                    f"({type(exc).__name__}); {HOW_TO_AUTHENTICATE}"
-                ) from None
-        try:
-            return ee.data.get_persistent_credentials()
-        except TransportError as exc:
-            raise SourceError(f"cannot reach Google to check the Earth Engine credentials: {exc}") from None
-        except (ee.EEException, GoogleAuthError, OSError):
-            raise AuthenticationError(f"no Earth Engine credentials found: {HOW_TO_AUTHENTICATE}") from None
 
     def _activate(self) -> None:
         """Point the (global) ee client at this source's endpoint, project and credentials."""
@@ -293,18 +267,13 @@ def _box(grid: Grid) -> BaseGeometry:
     return box(*grid.bounds).segmentize(max(grid.width, grid.height) * abs(grid.transform.a) / 16)
 
 
-def _is_google(url: str) -> bool:
-    host = urlparse(url).hostname or ""
-    return host == "googleapis.com" or host.endswith(".googleapis.com")
-
-
 def _quiet_data_catalog(url: str) -> None:
     """ee.Initialize fetches Google's data catalog (deprecation warnings) with no timeout: bound it, and skip
     it for non-Google endpoints (a stand-in, offline)."""
     deprecation = getattr(ee, "deprecation", None)
     if deprecation is None or not hasattr(deprecation, "_FetchDataCatalogStac"):
         return
-    if not _is_google(url):
+    if not is_google(url):
         deprecation._FetchDataCatalogStac = lambda: {}
         return
     catalog_url = getattr(deprecation, "_DEPRECATED_ASSETS_URL", None)

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 
 import ee
 import numpy as np
-from google.auth.exceptions import GoogleAuthError
+from google.auth.exceptions import GoogleAuthError, TransportError
 from googleapiclient.errors import HttpError
 from rasterio.windows import Window
 
 from generator.errors import AuthenticationError, PermissionDeniedError, RequestTooLargeError, SourceError
 from generator.grid import BLOCK_SIZE, Grid
+from generator.sources.ee_auth import HOW_TO_AUTHENTICATE
 from generator.urls import redact
 
 MAX_REQUEST_BYTES = 50331648
@@ -99,11 +100,6 @@ HOW_TO_GET_PERMISSION = (
     "project for Earth Engine and grant the account roles/earthengine.viewer (or writer) and "
     "roles/serviceusage.serviceUsageConsumer on it, or name a project it may use"
 )
-HOW_TO_AUTHENTICATE = (
-    "authenticate with `earthengine authenticate` or `gcloud auth application-default login "
-    "--scopes=https://www.googleapis.com/auth/earthengine,https://www.googleapis.com/auth/cloud-platform`, "
-    "or name a service-account key file in EE_SERVICE_ACCOUNT_KEY (or GOOGLE_APPLICATION_CREDENTIALS)"
-)
 
 
 def backoff_delay(base_s: float, attempt: int) -> float:
@@ -133,6 +129,8 @@ def classify(exc: BaseException) -> Exception:
             else "permission"
         )
         return PermissionDeniedError(f"Earth Engine denied {what} ({msg[:300]}): {HOW_TO_GET_PERMISSION}")
+    if isinstance(exc, TransportError):  # the token endpoint could not be reached: not the credentials' fault
+        return Transient(f"{type(exc).__name__}: {msg}")
     if isinstance(exc, GoogleAuthError) or any(m in low for m in AUTH_MESSAGES):
         return AuthenticationError(
             f"Earth Engine refused the credentials ({msg[:200]}): {HOW_TO_AUTHENTICATE}"

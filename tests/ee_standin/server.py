@@ -13,6 +13,7 @@ import json
 import re
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -85,6 +86,7 @@ class LogEntry:
     height: int = 0
     fault: str = ""
     message: str = ""
+    authorization: str = ""  # the request's Authorization header ("" when none was sent)
 
 
 def discovery_document() -> bytes:
@@ -97,7 +99,8 @@ class StandinServer:
 
     ``memory_limit_pixels``: computePixels requests with more pixels answer "User memory limit exceeded."
     (how Earth Engine fails a too-heavy tile). ``max_request_bytes`` lowers the size limit for tests.
-    ``token``: when set, requests must carry ``Authorization: Bearer <token>`` or get 401.
+    ``token``: when set, requests must carry ``Authorization: Bearer <token>`` or get 401; ``accept``: a test
+    of the bearer token instead (e.g. ``TokenServer.is_issued``: tokens issued by the local token endpoint).
     A synthetic ``COPERNICUS/S2_SR_HARMONIZED`` collection over the mirror's bounds and years is served too
     (``s2``, see tests/ee_standin/s2.py).
     """
@@ -111,6 +114,7 @@ class StandinServer:
         memory_limit_pixels: int | None = None,
         max_request_bytes: int = MAX_REQUEST_BYTES,
         token: str | None = None,
+        accept: Callable[[str], bool] | None = None,
     ) -> None:
         images = tuple(load_mirror(Path(mirror)))
         self.s2 = _s2_spec(images)
@@ -124,6 +128,7 @@ class StandinServer:
         self.memory_limit_pixels = memory_limit_pixels
         self.max_request_bytes = max_request_bytes
         self.token = token
+        self.accept = accept
         self.log: list[LogEntry] = []
         self.in_flight = 0
         self.max_in_flight = 0  # most computePixels requests computed at once
@@ -278,6 +283,7 @@ def _handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
             m = _ROUTE.match(path)
             endpoint = m.group(3) if m else path
             entry = LogEntry(method, self.path, endpoint, 200, len(raw), 0)
+            entry.authorization = self.headers.get("Authorization") or ""
             try:
                 body, ctype = self._route(method, path, m, raw, entry)
                 code = 200
@@ -318,7 +324,10 @@ def _handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
                 return b"{}", "application/json"
             if m is None:
                 raise EEError(f"Unknown path {path}.", code=404, status="NOT_FOUND")
-            if server.token and self.headers.get("Authorization") != f"Bearer {server.token}":
+            auth = entry.authorization
+            bearer = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
+            wanted = server.accept or (None if server.token is None else lambda t: t == server.token)
+            if wanted is not None and (bearer is None or not wanted(bearer)):
                 raise EEError(
                     "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
                     "cookie or other valid authentication credential.",
