@@ -24,6 +24,7 @@ class SourceInfo:
     dataset: str  # e.g. AEF_DATASET
     location: str  # root URL/folder of the mirror, or the Earth Engine collection id
     derived_from: list[str] = field(default_factory=list)  # hrefs of the inputs (dataset page, index...)
+    version: str = ""  # the dataset release as the source reports it (EE collection version, index ETag...)
 
 
 Block = tuple[Window, np.ndarray]
