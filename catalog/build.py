@@ -200,6 +200,8 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
             for a in product.stats.changed_area
         ],
         "change:fingerprint": product.fingerprint,
+        **({"change:dataset_version": product.source.version} if product.source.version else {}),
+        **({"change:requests": product.requests} if product.requests is not None else {}),
         "processing:software": {SOFTWARE: product.software_version},
         "processing:lineage": (
             f"The {METHODS[job.method].inputs} of {job.from_year} and {job.to_year}, read from the "

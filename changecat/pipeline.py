@@ -44,6 +44,7 @@ class Reporter(Protocol):
     """Progress callbacks; the CLI draws bars from them, tests record them."""
 
     def run_started(self, jobs: list[Job]) -> None: ...
+    def run_estimate(self, requests: int, pixels: int) -> None: ...
     def job_started(self, job: Job, blocks: int) -> None: ...
     def block_done(self, job: Job, detail: str = "") -> None: ...
     def job_finished(self, outcome: JobOutcome) -> None: ...
@@ -51,6 +52,9 @@ class Reporter(Protocol):
 
 class SilentReporter:
     def run_started(self, jobs: list[Job]) -> None:
+        pass
+
+    def run_estimate(self, requests: int, pixels: int) -> None:
         pass
 
     def job_started(self, job: Job, blocks: int) -> None:
@@ -88,9 +92,11 @@ def run(config: Config, reporter: Reporter | None = None, force: bool = False) -
                 f"{config.path}: pairs: no year pair to compute from the available years {available}"
             )
         jobs = make_jobs(config.regions, pairs, config.methods, source.grid_origin)
+        context: ContextCache | None = {} if getattr(config.source, "s2_context", False) else None
+        if source.request_count() is not None:  # metered: say what the run will ask for, before it starts
+            reporter.run_estimate(*estimate_requests(jobs, source, context is not None))
         reporter.run_started(jobs)
         done = {} if force else load_fingerprints(config.catalog.output)
-        context: ContextCache | None = {} if getattr(config.source, "s2_context", False) else None
         cat = config.catalog
         store = CatalogStore(cat.output, catalog_id=cat.id, title=cat.title, description=cat.description)
         outcomes = []
@@ -127,6 +133,26 @@ def _run_one(
     return JobOutcome(job, "done", product=product)
 
 
+def estimate_requests(jobs: list[Job], source: Source, with_context: bool) -> tuple[int, int]:
+    """(requests, pixels) the jobs will ask a metered source for: their tiles inside each region, and each
+    region's Sentinel-2 composites once per year when ``with_context``. An upper bound for products that
+    are up to date (skipped), a lower one when tiles are split or retried."""
+    requests = pixels = 0
+    composites: set[tuple[str, int]] = set()
+    for job in jobs:
+        region = to_crs(job.region.geometry, "EPSG:4326", job.grid.crs)
+        tiles = _inside(source.windows(job.grid), region, job.grid)
+        requests += len(tiles)
+        pixels += sum(int(w.width) * int(w.height) for w in tiles)
+        for year in (job.from_year, job.to_year) if with_context else ():
+            if (job.region.id, year) not in composites:
+                composites.add((job.region.id, year))
+                tiles = _inside(source.context_windows(job.grid), region, job.grid)
+                requests += len(tiles)
+                pixels += sum(int(w.width) * int(w.height) for w in tiles)
+    return requests, pixels
+
+
 def _source_identity(source: Source) -> str:
     info = source.info
     return f"{info.kind}:{info.dataset}:{info.location}"
@@ -135,7 +161,8 @@ def _source_identity(source: Source) -> str:
 def product_info(source: Source, method: str) -> SourceInfo:
     """The source as recorded on a product: a method that reads another dataset (Sentinel-2) names it."""
     dataset = METHODS[method].dataset
-    return source.info if dataset is None else replace(source.info, dataset=dataset, derived_from=[])
+    info = source.info
+    return info if dataset is None else replace(info, dataset=dataset, derived_from=[], version="")
 
 
 def make_product(
@@ -153,6 +180,7 @@ def make_product(
     half-written then.
     """
     reporter = reporter or SilentReporter()
+    requests_before = source.request_count()
     for year in (job.from_year, job.to_year):
         if not source.has_data(job.region.geometry, year):
             raise NoDataError(
@@ -207,6 +235,7 @@ def make_product(
         created=datetime.now(UTC),
         fingerprint=fingerprint,
         context={f"{CONTEXT_PREFIX}{y}": out_dir / _context_name(y) for y in years},
+        requests=None if requests_before is None else (source.request_count() or 0) - requests_before,
     )
 
 

@@ -61,6 +61,11 @@ class Source(ABC):
     ) -> Iterator[Block]:
         """Yield the change of each window (any order, possibly computed in parallel)."""
 
+    def request_count(self) -> int | None:
+        """Requests made so far to a metered service (Earth Engine's computePixels); None for a source
+        that meters nothing. The pipeline prints an estimate before a run and records the count per item."""
+        return None
+
     def progress(self) -> str:
         """A short note for the progress bar (e.g. bytes downloaded); empty when there is nothing to add."""
         return ""

@@ -70,6 +70,8 @@ Interactive requests "must finish processing within five minutes" (Earth Engine'
 guide), after which Earth Engine answers "Computation timed out"; a minute more covers the transfer."""
 CLIENT_MAX_RETRIES = 5
 """Retries of 429/5xx done by the earthengine-api client itself (its default)."""
+VERSION_PROPERTIES = ("version", "system:version")
+"""Collection properties that identify a dataset's release in Earth Engine."""
 DATA_CATALOG_TIMEOUT_S = 5.0
 """ee.Initialize fetches Google's data catalog for deprecation warnings; never wait longer than this."""
 BAND_NAMES = [f"A{i:02d}" for i in range(64)]
@@ -128,6 +130,7 @@ class EarthEngineSource(Source):
         self.client_retries, self.retry_attempts, self.backoff_s = client_retries, retry_attempts, backoff_s
         self.s2_max_cloudy_percent = s2_max_cloudy_percent
         self.stats = DownloadStats()
+        self._version: str | None = None
         self._serial = next(_serials)
         self._credentials = credentials if credentials is not None else find_credentials(self.url)
         self._activate()
@@ -179,7 +182,25 @@ class EarthEngineSource(Source):
     @property
     def info(self) -> SourceInfo:
         # The dataset's page is added by the catalog, which knows each dataset's licence and links.
-        return SourceInfo("earthengine", self.collection, self.collection)
+        return SourceInfo("earthengine", self.collection, self.collection, version=self.dataset_version())
+
+    def dataset_version(self) -> str:
+        """The collection's release as Earth Engine reports it: its ``version`` property (where the dataset
+        has one) and ``system:version`` (the asset's last update, microseconds since the epoch), e.g.
+        "system:version 1722016811296000 (2024-07-26T18:00:11Z)". Read once per source."""
+        if self._version is None:
+            coll = ee.ImageCollection(self.collection)
+            props = self._call(
+                "reading the collection's version",
+                ee.Dictionary({key: coll.get(key) for key in VERSION_PROPERTIES}),
+            )
+            self._version = describe_version(props or {})
+        return self._version
+
+    def request_count(self) -> int:
+        """computePixels requests made so far (answered or failed; the client's own retries of 429/5xx
+        are not seen)."""
+        return self.stats.requests + self.stats.failed_requests
 
     def years(self) -> list[int]:
         starts = self._call(
@@ -256,6 +277,19 @@ class EarthEngineSource(Source):
         else:  # angle
             change = dot.acos().divide(ee.Image.constant(3.141592653589793))
         return change.rename(ee_tiles.BAND).unmask(NODATA_SENTINEL, False).toFloat()
+
+
+def describe_version(props: dict[str, Any]) -> str:
+    """ "version 1.0, system:version 1722016811296000 (2024-07-26T18:00:11Z)" from a collection's properties
+    (either part left out when absent)."""
+    parts = []
+    if props.get("version") not in (None, ""):
+        parts.append(f"version {props['version']}")
+    stamp = props.get("system:version")
+    if isinstance(stamp, int | float) and not isinstance(stamp, bool):
+        when = datetime.fromtimestamp(stamp / 1e6, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        parts.append(f"system:version {int(stamp)} ({when})")
+    return ", ".join(parts)
 
 
 def _area(grid: Grid) -> ee.Geometry:

@@ -19,6 +19,7 @@ from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 
 from tests.ee_standin import images as im_ops
+from tests.ee_standin.mirror import MirrorImage
 from tests.ee_standin.values import (
     BYTES_PER_PIXEL,
     NPY_DTYPES,
@@ -86,7 +87,7 @@ def _geometry(kind: str) -> Callable:
     return make
 
 
-def _load(collections: dict[str, tuple[Element, ...]]) -> Callable:
+def _load(collections: dict[str, tuple[Element, ...]], properties: dict[str, dict]) -> Callable:
     def load(id: str, version: Any = None) -> Collection:
         if id not in collections:
             raise EEError(
@@ -94,7 +95,7 @@ def _load(collections: dict[str, tuple[Element, ...]]) -> Callable:
                 code=404,
                 status="NOT_FOUND",
             )
-        return Collection(collections[id])
+        return Collection(collections[id], dict(properties.get(id, {})))
 
     return load
 
@@ -159,10 +160,20 @@ WORLD = box(-180, -90, 180, 90)
 """Footprint of images made in the expression (constants): unbounded."""
 
 
-def functions(collections: dict[str, tuple[Element, ...]]) -> dict[str, Callable[..., Any]]:
+def _element_get(object: Any, property: str) -> Any:
+    """Element.get: a property of a collection or image, null when it has none (the algorithm's doc)."""
+    if isinstance(object, Collection | ImageElement | MirrorImage):
+        return object.properties.get(property)
+    raise EEError(f"Element.get: getting a property of a {type(object).__name__} is not implemented.")
+
+
+def functions(
+    collections: dict[str, tuple[Element, ...]], properties: dict[str, dict] | None = None
+) -> dict[str, Callable[..., Any]]:
     """The algorithms the stand-in implements, by Earth Engine name."""
     return {
-        "ImageCollection.load": _load(collections),
+        "ImageCollection.load": _load(collections, properties or {}),
+        "Element.get": _element_get,
         "Collection.map": _map,
         "ImageCollection.fromImages": lambda images: Collection(
             tuple(ImageElement(im_ops.as_image(i), {}, WORLD) for i in images)
@@ -233,8 +244,10 @@ def list_distinct(values: list) -> list:
 class Evaluator:
     """Evaluates one Cloud API expression against the served collections (id → images)."""
 
-    def __init__(self, collections: dict[str, tuple[Element, ...]]) -> None:
-        self.functions = functions(collections)
+    def __init__(
+        self, collections: dict[str, tuple[Element, ...]], properties: dict[str, dict] | None = None
+    ) -> None:
+        self.functions = functions(collections, properties)
 
     def evaluate(self, expression: dict) -> Any:
         values = expression.get("values", {})

@@ -102,7 +102,8 @@ class StandinServer:
     ``token``: when set, requests must carry ``Authorization: Bearer <token>`` or get 401; ``accept``: a test
     of the bearer token instead (e.g. ``TokenServer.is_issued``: tokens issued by the local token endpoint).
     A synthetic ``COPERNICUS/S2_SR_HARMONIZED`` collection over the mirror's bounds and years is served too
-    (``s2``, see tests/ee_standin/s2.py).
+    (``s2``, see tests/ee_standin/s2.py). ``collection_properties``: the mirror collection's own properties
+    (default: ``system:version`` from the index's time).
     """
 
     def __init__(
@@ -115,6 +116,7 @@ class StandinServer:
         max_request_bytes: int = MAX_REQUEST_BYTES,
         token: str | None = None,
         accept: Callable[[str], bool] | None = None,
+        collection_properties: dict | None = None,
     ) -> None:
         images = tuple(load_mirror(Path(mirror)))
         self.s2 = _s2_spec(images)
@@ -123,7 +125,14 @@ class StandinServer:
             S2_COLLECTION: self.s2.collection() if self.s2 else (),
             CLOUD_SCORE_COLLECTION: self.s2.score_collection() if self.s2 else (),
         }
-        self.evaluator = Evaluator(collections)
+        # Every Earth Engine asset carries "system:version", the time of its last update in microseconds
+        # (ee.data.getAsset / getInfo of an asset; used by changecat as the dataset's release). By default the
+        # mirror's index time; tests may set a collection's "version" property too.
+        if collection_properties is None:
+            mtime = (Path(mirror) / "aef_index.parquet").stat().st_mtime if images else 0.0
+            collection_properties = {"system:version": int(mtime * 1_000_000)}
+        self.collection_properties = collection_properties
+        self.evaluator = Evaluator(collections, {collection_id: collection_properties})
         self.faults: list[Fault] = list(faults or [])
         self.memory_limit_pixels = memory_limit_pixels
         self.max_request_bytes = max_request_bytes
