@@ -376,6 +376,31 @@ def test_permission_denied_on_get_info(standin: StandinServer) -> None:
         ee_source(standin).years()
 
 
+@pytest.mark.parametrize(
+    "message, names",
+    [
+        (
+            "Permission 'earthengine.computations.create' denied on resource 'projects/p1' (or it may not "
+            "exist).",
+            "denied permission earthengine.computations.create on projects/p1",
+        ),
+        (
+            "Caller does not have required permission to use project p2. Grant the caller the "
+            "roles/serviceusage.serviceUsageConsumer role, or a custom role with the "
+            "serviceusage.services.use permission",
+            "denied the use of project p2 (",
+        ),
+        ("Permission denied.", "denied permission (Permission denied.)"),
+    ],
+)
+def test_google_403_texts_are_permission_errors(message: str, names: str) -> None:
+    from generator.sources.ee_tiles import classify
+
+    err = classify(ee.EEException(message))
+    assert isinstance(err, PermissionDeniedError) and names in str(err)
+    assert "roles/serviceusage.serviceUsageConsumer" in str(err)
+
+
 @pytest.fixture
 def refusing_proxy(monkeypatch: pytest.MonkeyPatch):
     """An HTTPS proxy on 127.0.0.1 that records the host of each CONNECT and refuses it: whatever the client
