@@ -162,7 +162,9 @@ def product_info(source: Source, method: str) -> SourceInfo:
     """The source as recorded on a product: a method that reads another dataset (Sentinel-2) names it."""
     dataset = METHODS[method].dataset
     info = source.info
-    return info if dataset is None else replace(info, dataset=dataset, derived_from=[], version="")
+    if dataset is None:
+        return info
+    return replace(info, dataset=dataset, derived_from=[], version=source.version_of(dataset))
 
 
 def make_product(

@@ -19,6 +19,7 @@ from changecat.pipeline import SilentReporter, run
 from generator.config import load_config
 from generator.demo import prepare_demo
 from tests.ee_standin import StandinServer
+from tests.ee_standin.server import CLOUD_SCORE_SYSTEM_VERSION, S2_SYSTEM_VERSION
 from tests.test_cli import changecat
 
 COLLECTION = "google-satellite-embedding-v1-annual"
@@ -51,6 +52,10 @@ def standin(mirror: Path):
     properties = {"version": "1.0", "system:version": SYSTEM_VERSION}
     with StandinServer(mirror, collection_properties=properties) as server:
         yield server
+
+
+def utc(system_version: int) -> str:
+    return datetime.fromtimestamp(system_version / 1e6, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def pixel_requests(server: StandinServer, since: int = 0) -> list:
@@ -142,9 +147,8 @@ def test_the_same_statistics(both: tuple[Path, Path]) -> None:
 
 def test_items_record_the_dataset_release(both: tuple[Path, Path], mirror: Path) -> None:
     aef, ee = (items(c) for c in both)
-    when = datetime.fromtimestamp(SYSTEM_VERSION / 1e6, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert {i["properties"]["change:dataset_version"] for i in ee.values()} == {
-        f"version 1.0, system:version {SYSTEM_VERSION} ({when})"
+        f"version 1.0, system:version {SYSTEM_VERSION} ({utc(SYSTEM_VERSION)})"
     }
     size = (mirror / "aef_index.parquet").stat().st_size
     for item in aef.values():
@@ -208,6 +212,11 @@ def test_s2_items_are_valid_and_carry_the_composites(with_s2: tuple[Path, list],
         (s2_coll / "fire_2017_2024_s2-difference" / "fire_2017_2024_s2-difference.json").read_text()
     )
     assert s2["properties"]["change:dataset"] == "COPERNICUS/S2_SR_HARMONIZED"
+    assert s2["properties"]["change:dataset_version"] == (
+        f"COPERNICUS/S2_SR_HARMONIZED system:version {S2_SYSTEM_VERSION} ({utc(S2_SYSTEM_VERSION)}); "
+        f"GOOGLE/CLOUD_SCORE_PLUS/V1/S2_HARMONIZED system:version {CLOUD_SCORE_SYSTEM_VERSION} "
+        f"({utc(CLOUD_SCORE_SYSTEM_VERSION)})"
+    )
     assert json.loads((s2_coll / "collection.json").read_text())["license"] == "other"
     for item in (cos, s2):
         assert {"change", "thumbnail", "s2_2017", "s2_2024"} <= item["assets"].keys()

@@ -61,6 +61,10 @@ class Source(ABC):
     ) -> Iterator[Block]:
         """Yield the change of each window (any order, possibly computed in parallel)."""
 
+    def version_of(self, dataset: str) -> str:
+        """The release of another dataset a method of this source reads (e.g. Sentinel-2), "" if unknown."""
+        return ""
+
     def request_count(self) -> int | None:
         """Requests made so far to a metered service (Earth Engine's computePixels); None for a source
         that meters nothing. The pipeline prints an estimate before a run and records the count per item."""

@@ -130,7 +130,7 @@ class EarthEngineSource(Source):
         self.client_retries, self.retry_attempts, self.backoff_s = client_retries, retry_attempts, backoff_s
         self.s2_max_cloudy_percent = s2_max_cloudy_percent
         self.stats = DownloadStats()
-        self._version: str | None = None
+        self._versions: dict[str, str] = {}  # dataset → its release, read once
         self._serial = next(_serials)
         self._credentials = credentials if credentials is not None else find_credentials(self.url)
         self._activate()
@@ -187,15 +187,31 @@ class EarthEngineSource(Source):
     def dataset_version(self) -> str:
         """The collection's release as Earth Engine reports it: its ``version`` property (where the dataset
         has one) and ``system:version`` (the asset's last update, microseconds since the epoch), e.g.
-        "system:version 1722016811296000 (2024-07-26T18:00:11Z)". Read once per source."""
-        if self._version is None:
-            coll = ee.ImageCollection(self.collection)
+        "version 1.0, system:version 1722016811296000 (2024-07-26T18:00:11Z)". Read once per source."""
+        return self.version_of(self.collection)
+
+    def version_of(self, dataset: str) -> str:
+        """The release of ``dataset`` (the embeddings, or Sentinel-2 for ``s2-difference``, whose clear
+        pixels come from Cloud Score+: both named then)."""
+        if dataset not in self._versions:
+            ids = [dataset] + ([ee_s2.CLOUD_SCORE_COLLECTION] if dataset == S2_COLLECTION else [])
             props = self._call(
                 "reading the collection's version",
-                ee.Dictionary({key: coll.get(key) for key in VERSION_PROPERTIES}),
+                ee.List(
+                    [
+                        ee.Dictionary({key: ee.ImageCollection(i).get(key) for key in VERSION_PROPERTIES})
+                        for i in ids
+                    ]
+                ),
             )
-            self._version = describe_version(props or {})
-        return self._version
+            described = [describe_version(p or {}) for p in props or []]
+            if len(ids) == 1:
+                self._versions[dataset] = described[0] if described else ""
+            else:
+                self._versions[dataset] = "; ".join(
+                    f"{i} {d}" for i, d in zip(ids, described, strict=True) if d
+                )
+        return self._versions[dataset]
 
     def request_count(self) -> int:
         """computePixels requests made so far (answered or failed; the client's own retries of 429/5xx

@@ -37,6 +37,9 @@ ImageUtils.enforceRequestedSizeLimits)" (google/Xee#209 and the Earth Engine tea
 MAX_GRID_SIDE = 32768
 """computePixels: at most this many pixels in either dimension."""
 MAX_BANDS = 1024
+S2_SYSTEM_VERSION = 1731000000000000
+CLOUD_SCORE_SYSTEM_VERSION = 1731500000000000
+"""system:version of the synthetic Sentinel-2 and Cloud Score+ collections (any fixed asset update times)."""
 STRIP_PIXELS = 1 << 16
 """Rows are rendered in strips of about this many pixels, so memory stays small for any request."""
 FAULT_MESSAGES = {
@@ -132,7 +135,12 @@ class StandinServer:
             mtime = (Path(mirror) / "aef_index.parquet").stat().st_mtime if images else 0.0
             collection_properties = {"system:version": int(mtime * 1_000_000)}
         self.collection_properties = collection_properties
-        self.evaluator = Evaluator(collections, {collection_id: collection_properties})
+        properties = {
+            collection_id: collection_properties,
+            S2_COLLECTION: {"system:version": S2_SYSTEM_VERSION},
+            CLOUD_SCORE_COLLECTION: {"system:version": CLOUD_SCORE_SYSTEM_VERSION},
+        }
+        self.evaluator = Evaluator(collections, properties)
         self.faults: list[Fault] = list(faults or [])
         self.memory_limit_pixels = memory_limit_pixels
         self.max_request_bytes = max_request_bytes
