@@ -139,6 +139,7 @@ class PickyHandler(RangeRequestHandler):
     the Source Cooperative host does); records each request's path and User-Agent."""
 
     seen: list[tuple[str, str]]
+    refused: tuple[str, ...] = ("Python-urllib",)
 
     def log_message(self, *args) -> None:
         pass
@@ -146,7 +147,7 @@ class PickyHandler(RangeRequestHandler):
     def send_head(self):  # type: ignore[override]
         agent = self.headers.get("User-Agent", "")
         self.seen.append((self.path, agent))
-        if not agent or agent.startswith("Python-urllib"):
+        if not agent or agent.startswith(self.refused):
             self.send_error(403, "Forbidden")
             return None
         return super().send_head()
@@ -159,14 +160,17 @@ class PickyHandler(RangeRequestHandler):
 
 @pytest.fixture
 def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator:
-    """serve(folder) → (root URL, the (path, User-Agent) of each request)."""
+    """serve(folder, refused User-Agent prefixes) → (root URL, the (path, User-Agent) of each request)."""
     for name in ("NO_PROXY", "no_proxy"):
         monkeypatch.setenv(name, NO_PROXY)
     servers = []
 
-    def start(folder: Path) -> tuple[str, list[tuple[str, str]]]:
+    def start(
+        folder: Path, refused: tuple[str, ...] = ("Python-urllib",)
+    ) -> tuple[str, list[tuple[str, str]]]:
         seen: list[tuple[str, str]] = []
-        handler = functools.partial(type("H", (PickyHandler,), {"seen": seen}), directory=str(folder))
+        handler_class = type("H", (PickyHandler,), {"seen": seen, "refused": refused})
+        handler = functools.partial(handler_class, directory=str(folder))
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
@@ -195,6 +199,10 @@ def test_http_index_and_tiles_are_read_with_a_real_user_agent(mirror: Path, serv
 def test_http_refusal_names_the_status(tmp_path: Path, serve) -> None:
     url, _ = serve(tmp_path)  # no index there
     with pytest.raises(SourceError, match=rf"{url}/{INDEX_NAME} could not be fetched: HTTP 404"):
+        AefSource(url)
+    (tmp_path / INDEX_NAME).write_bytes(b"")
+    url, _ = serve(tmp_path, refused=("Python-urllib", "changecat/"))
+    with pytest.raises(SourceError, match=rf"{url}/{INDEX_NAME} could not be fetched: HTTP 403 Forbidden"):
         AefSource(url)
 
 

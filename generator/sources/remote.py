@@ -121,11 +121,12 @@ def arrow_filesystem(href: str) -> tuple[pafs.FileSystem, str]:
 
 
 def http_filesystem() -> fsspec.AbstractFileSystem:
-    """fsspec's HTTP filesystem sending changecat's User-Agent, with a timeout per request."""
+    """fsspec's HTTP filesystem sending changecat's User-Agent, with a timeout per request and the proxy
+    variables honoured (HTTPS_PROXY, NO_PROXY), as GDAL honours them for the tiles."""
     return fsspec.filesystem(
         "http",
         headers={"User-Agent": USER_AGENT},
-        client_kwargs={"timeout": aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)},
+        client_kwargs={"timeout": aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S), "trust_env": True},
         skip_instance_cache=True,
     )
 
