@@ -136,8 +136,9 @@ def _context_asset(product: Product, key: str, facts: tuple[FileFacts, RasterFac
         href="./" + product.context[key].name,
         title=f"Sentinel-2 median RGB {year} (cloud-masked)",
         description=(
-            f"Median of the {year} Sentinel-2 L2A scenes (COPERNICUS/S2_SR_HARMONIZED) with QA60 cloud "
-            "and cirrus bits clear, bands B4, B3, B2 as DN (reflectance × 10000); 0 = no clear observation."
+            f"Median of the {year} Sentinel-2 L2A scenes (COPERNICUS/S2_SR_HARMONIZED) with the pixels "
+            "Cloud Score+ grades clear (cs_cdf >= 0.6), bands B4, B3, B2 as DN (reflectance × 10000); "
+            "0 = no clear observation."
         ),
         media_type=COG_MEDIA_TYPE,
         roles=["visual"],
@@ -201,6 +202,8 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
             for a in product.stats.changed_area
         ],
         "change:fingerprint": product.fingerprint,
+        **({"change:dataset_version": product.source.version} if product.source.version else {}),
+        **({"change:requests": product.requests} if product.requests is not None else {}),
         "processing:software": {SOFTWARE: product.software_version},
         "processing:lineage": (
             f"The {METHODS[job.method].inputs} of {job.from_year} and {job.to_year}, read from the "

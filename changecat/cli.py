@@ -37,6 +37,13 @@ class ProgressReporter:
         self.progress.start()  # only now: errors opening the source print without a bar above them
         self.progress.update(self.jobs, total=len(jobs), description="jobs", visible=True)
 
+    def run_estimate(self, requests: int, pixels: int) -> None:
+        """Before a metered run (Earth Engine compute is billed in EECU-hours; noncommercial quotas)."""
+        self.progress.console.print(
+            f"Earth Engine: this run asks for up to {requests} computePixels requests, "
+            f"{pixels / 1e6:.1f} Mpx (up-to-date products are skipped; splits and retries add requests)"
+        )
+
     def job_started(self, job: Job, blocks: int) -> None:
         self.progress.reset(
             self.blocks, total=blocks, description=f"  {job.item_id}", visible=True, detail=""

@@ -49,6 +49,7 @@ class Reporter(Protocol):
     """Progress callbacks; the CLI draws bars from them, tests record them."""
 
     def run_started(self, jobs: list[Job]) -> None: ...
+    def run_estimate(self, requests: int, pixels: int) -> None: ...
     def job_started(self, job: Job, blocks: int) -> None: ...
     def block_done(self, job: Job, detail: str = "") -> None: ...
     def job_finished(self, outcome: JobOutcome) -> None: ...
@@ -57,6 +58,9 @@ class Reporter(Protocol):
 
 class SilentReporter:
     def run_started(self, jobs: list[Job]) -> None:
+        pass
+
+    def run_estimate(self, requests: int, pixels: int) -> None:
         pass
 
     def job_started(self, job: Job, blocks: int) -> None:
@@ -116,6 +120,9 @@ def run(
             store.check_writable()  # said once, before any job starts
         # Leftovers of interrupted runs are removed even when all is up to date (if the folder is writable).
         active = work or (bool(leftovers(store.root)) and store.writable())
+        if source.request_count() is not None:  # metered: say what the run will ask for, before it starts
+            todo = [p.job for p in plans if p.reason]
+            reporter.run_estimate(*estimate_requests(todo, source, context is not None))
         reporter.run_started(jobs)
         with RunSession(store.root, note, active=active):
             outcomes = []
@@ -261,6 +268,26 @@ def _run_one(
     return JobOutcome(job, "done", product=product)
 
 
+def estimate_requests(jobs: list[Job], source: Source, with_context: bool) -> tuple[int, int]:
+    """(requests, pixels) the jobs will ask a metered source for: their tiles inside each region, and each
+    region's Sentinel-2 composites once per year when ``with_context``. An upper bound for products that
+    are up to date (skipped), a lower one when tiles are split or retried."""
+    requests = pixels = 0
+    composites: set[tuple[str, int]] = set()
+    for job in jobs:
+        region = to_crs(job.region.geometry, "EPSG:4326", job.grid.crs)
+        tiles = _inside(source.windows(job.grid), region, job.grid)
+        requests += len(tiles)
+        pixels += sum(int(w.width) * int(w.height) for w in tiles)
+        for year in (job.from_year, job.to_year) if with_context else ():
+            if (job.region.id, year) not in composites:
+                composites.add((job.region.id, year))
+                tiles = _inside(source.context_windows(job.grid), region, job.grid)
+                requests += len(tiles)
+                pixels += sum(int(w.width) * int(w.height) for w in tiles)
+    return requests, pixels
+
+
 def _source_identity(source: Source) -> str:
     info = source.info
     return f"{info.kind}:{info.dataset}:{info.location}:{source.content_id()}"
@@ -269,7 +296,10 @@ def _source_identity(source: Source) -> str:
 def product_info(source: Source, method: str) -> SourceInfo:
     """The source as recorded on a product: a method that reads another dataset (Sentinel-2) names it."""
     dataset = METHODS[method].dataset
-    return source.info if dataset is None else replace(source.info, dataset=dataset, derived_from=[])
+    info = source.info
+    if dataset is None:
+        return info
+    return replace(info, dataset=dataset, derived_from=[], version=source.version_of(dataset))
 
 
 def make_product(
@@ -287,6 +317,7 @@ def make_product(
     half-written then.
     """
     reporter = reporter or SilentReporter()
+    requests_before = source.request_count()
     for year in (job.from_year, job.to_year):
         if not source.has_data(job.region.geometry, year):
             raise NoDataError(
@@ -342,6 +373,7 @@ def make_product(
         created=datetime.now(UTC),
         fingerprint=fingerprint,
         context={f"{CONTEXT_PREFIX}{y}": out_dir / _context_name(y) for y in years},
+        requests=None if requests_before is None else (source.request_count() or 0) - requests_before,
     )
 
 

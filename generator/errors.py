@@ -27,6 +27,11 @@ class AuthenticationError(SourceError):
     """Credentials for a source are missing or invalid; the message says how to authenticate."""
 
 
+class PermissionDeniedError(SourceError):
+    """A service accepted the credentials but denied the account a permission on a resource (HTTP 403);
+    the message names the permission, the resource and the role to grant."""
+
+
 class RequestTooLargeError(SourceError):
     """A single request exceeded a service limit even at the minimum tile size."""
 

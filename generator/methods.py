@@ -47,7 +47,7 @@ METHODS: dict[str, Method] = {
             (0.0, 2.0),
             None,
             inputs=(
-                "cloud-masked (QA60 bits 10 and 11) median Sentinel-2 L2A composites of B4, B3, B2 "
+                "cloud-masked (Cloud Score+ cs_cdf >= 0.6) median Sentinel-2 L2A composites of B4, B3, B2 "
                 "in reflectance"
             ),
             dataset=S2_DATASET,

@@ -51,7 +51,7 @@ class Stats:
 
 @dataclass(frozen=True)
 class Product:
-    """A finished, validated product on disk."""
+    """A finished, validated product on disk. The dataset's release it came from is ``source.version``."""
 
     job: Job
     source: SourceInfo
@@ -63,3 +63,4 @@ class Product:
     created: datetime  # timezone-aware UTC
     fingerprint: str  # Job.fingerprint(...), recorded so re-runs can skip finished work
     context: dict[str, Path] = field(default_factory=dict)  # asset key → Sentinel-2 RGB COG of a year
+    requests: int | None = None  # metered requests made for it (Earth Engine computePixels); None: unmetered

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,11 @@ import rasterio
 import yaml
 
 from catalog.validate import validate_catalog
-from changecat.pipeline import run
+from changecat.pipeline import SilentReporter, run
 from generator.config import load_config
 from generator.demo import prepare_demo
 from tests.ee_standin import StandinServer
+from tests.ee_standin.server import CLOUD_SCORE_SYSTEM_VERSION, S2_SYSTEM_VERSION
 from tests.test_cli import changecat
 
 COLLECTION = "google-satellite-embedding-v1-annual"
@@ -41,10 +43,23 @@ def mirror(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "demo" / "aef"
 
 
+SYSTEM_VERSION = 1722016811296000
+"""The collection's system:version (microseconds): 2024-07-26T18:00:11Z."""
+
+
 @pytest.fixture(scope="module")
 def standin(mirror: Path):
-    with StandinServer(mirror) as server:
+    properties = {"version": "1.0", "system:version": SYSTEM_VERSION}
+    with StandinServer(mirror, collection_properties=properties) as server:
         yield server
+
+
+def utc(system_version: int) -> str:
+    return datetime.fromtimestamp(system_version / 1e6, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pixel_requests(server: StandinServer, since: int = 0) -> list:
+    return [e for e in server.log[since:] if e.endpoint.endswith("computePixels")]
 
 
 def write_config(folder: Path, source: dict[str, Any]) -> Path:
@@ -61,14 +76,31 @@ def write_config(folder: Path, source: dict[str, Any]) -> Path:
     return path
 
 
+class EstimateRecorder(SilentReporter):
+    def __init__(self) -> None:
+        self.estimates: list[tuple[int, int]] = []
+
+    def run_estimate(self, requests: int, pixels: int) -> None:
+        self.estimates.append((requests, pixels))
+
+
+RUN_FACTS: dict = {}
+"""What the `both` fixture saw of the Earth Engine run: computePixels requests made, the estimate given."""
+
+
 @pytest.fixture(scope="module")
 def both(tmp_path_factory: pytest.TempPathFactory, mirror: Path, standin: StandinServer) -> tuple[Path, Path]:
     """The same config run on the AEF mirror and, through the stand-in, on Earth Engine."""
     base = tmp_path_factory.mktemp("both")
     aef = write_config(base / "aef", {"kind": "aef", "root": str(mirror)})
     ee = write_config(base / "ee", {"kind": "earthengine", "project": "test-project", "url": standin.url})
-    assert [o.status for o in run(load_config(aef))] == ["done"] * 8
-    assert [o.status for o in run(load_config(ee))] == ["done"] * 8
+    aef_reporter, ee_reporter = EstimateRecorder(), EstimateRecorder()
+    assert [o.status for o in run(load_config(aef), aef_reporter)] == ["done"] * 8
+    before = len(standin.log)
+    assert [o.status for o in run(load_config(ee), ee_reporter)] == ["done"] * 8
+    RUN_FACTS.update(
+        requests=pixel_requests(standin, before), estimates=ee_reporter.estimates, aef=aef_reporter.estimates
+    )
     return base / "aef" / "catalog", base / "ee" / "catalog"
 
 
@@ -113,12 +145,39 @@ def test_the_same_statistics(both: tuple[Path, Path]) -> None:
         )
 
 
+def test_items_record_the_dataset_release(both: tuple[Path, Path], mirror: Path) -> None:
+    aef, ee = (items(c) for c in both)
+    assert {i["properties"]["change:dataset_version"] for i in ee.values()} == {
+        f"version 1.0, system:version {SYSTEM_VERSION} ({utc(SYSTEM_VERSION)})"
+    }
+    size = (mirror / "aef_index.parquet").stat().st_size
+    for item in aef.values():
+        assert item["properties"]["change:dataset_version"].startswith(f"aef_index.parquet, {size} bytes, ")
+
+
+def test_items_record_the_requests_made_and_the_run_said_so_first(both: tuple[Path, Path]) -> None:
+    aef, ee = (items(c) for c in both)
+    made = RUN_FACTS["requests"]
+    counts = [i["properties"]["change:requests"] for i in ee.values()]
+    assert all(n > 0 for n in counts) and sum(counts) == len(made)
+    assert all("change:requests" not in i["properties"] for i in aef.values())
+    # No split or retry in this run: the estimate printed before it is exact.
+    assert RUN_FACTS["estimates"] == [(len(made), sum(e.width * e.height for e in made))]
+    assert RUN_FACTS["aef"] == [], "a source that meters nothing has nothing to estimate"
+
+
 def test_the_cli_runs_the_earthengine_source(tmp_path: Path, standin: StandinServer) -> None:
     config = write_config(tmp_path, {"kind": "earthengine", "project": "test-project", "url": standin.url})
+    before = len(standin.log)
     result = changecat("run", config, env={"HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert "8 made, 0 up to date, 0 failed" in result.stderr
     assert "town_2017_2024_cosine" in result.stdout
+    made = pixel_requests(standin, before)
+    mpx = sum(e.width * e.height for e in made) / 1e6
+    estimate = f"Earth Engine: this run asks for up to {len(made)} computePixels requests, {mpx:.1f} Mpx"
+    assert estimate in " ".join(result.stderr.split())
+    assert result.stderr.index("Earth Engine: this run") < result.stderr.index("town_2017_2024_cosine")
 
 
 def test_unreachable_earthengine_is_one_clear_error(tmp_path: Path) -> None:
@@ -139,8 +198,7 @@ def with_s2(tmp_path_factory: pytest.TempPathFactory, standin: StandinServer) ->
     before = len(standin.log)
     outcomes = run(config)
     assert [o.status for o in outcomes] == ["done"] * 4, [o.error for o in outcomes]
-    pixel_requests = [e for e in standin.log[before:] if e.endpoint.endswith("computePixels")]
-    return folder / "catalog", pixel_requests
+    return folder / "catalog", pixel_requests(standin, before)
 
 
 def test_s2_items_are_valid_and_carry_the_composites(with_s2: tuple[Path, list], stac_schemas: Path) -> None:
@@ -154,6 +212,11 @@ def test_s2_items_are_valid_and_carry_the_composites(with_s2: tuple[Path, list],
         (s2_coll / "fire_2017_2024_s2-difference" / "fire_2017_2024_s2-difference.json").read_text()
     )
     assert s2["properties"]["change:dataset"] == "COPERNICUS/S2_SR_HARMONIZED"
+    assert s2["properties"]["change:dataset_version"] == (
+        f"COPERNICUS/S2_SR_HARMONIZED system:version {S2_SYSTEM_VERSION} ({utc(S2_SYSTEM_VERSION)}); "
+        f"GOOGLE/CLOUD_SCORE_PLUS/V1/S2_HARMONIZED system:version {CLOUD_SCORE_SYSTEM_VERSION} "
+        f"({utc(CLOUD_SCORE_SYSTEM_VERSION)})"
+    )
     assert json.loads((s2_coll / "collection.json").read_text())["license"] == "other"
     for item in (cos, s2):
         assert {"change", "thumbnail", "s2_2017", "s2_2024"} <= item["assets"].keys()

@@ -1,8 +1,9 @@
 """Sentinel-2 context composites and the ``s2-difference`` method through the real earthengine-api client.
 
 The stand-in serves a synthetic ``COPERNICUS/S2_SR_HARMONIZED`` collection (tests/ee_standin/s2.py) over the
-mirror's bounds. The known answers here are computed with numpy from the raw observations of that collection:
-scene pre-filter, QA60 bits 10/11, per-pixel median of the clear observations (an odd count everywhere).
+mirror's bounds, and its Cloud Score+ collection. The known answers here are computed with numpy from the raw
+observations of that collection: scene pre-filter, Cloud Score+ cs_cdf >= 0.6, per-pixel median of the clear
+observations (an odd count everywhere). In 2023 every scene's QA60 is masked, as in Earth Engine.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def known_median(spec: synth.S2Spec, grid: Grid, year: int) -> np.ndarray:
             continue
         obs = spec.observation(year, k, rows, cols)
         values.append(np.stack([obs[b] for b in ("B4", "B3", "B2")]).astype(np.float64))
-        clear.append(((obs["QA60"] >> 10) & 1 == 0) & ((obs["QA60"] >> 11) & 1 == 0) & inside)
+        clear.append((spec.cs_cdf(year, k, rows, cols) >= 0.6) & inside)
     stack = np.where(np.array(clear)[:, None], np.array(values), np.nan)
     count = np.array(clear).sum(axis=0)
     assert np.all((count % 2 == 1) | (count == 0)), "the synthetic data must have odd clear counts"
@@ -100,6 +101,9 @@ def zone(spec: synth.S2Spec, grid: Grid, z: tuple) -> np.ndarray:
 
 @pytest.mark.parametrize("year", [2018, 2023])
 def test_context_is_the_median_of_clear_observations(standin: StandinServer, grid: Grid, year: int) -> None:
+    """Clear by Cloud Score+: 2023 (QA60 masked in every scene) has composites, and the cloud shadows QA60
+    never flagged are left out."""
+    assert all(standin.s2.qa60_masked(year, k) == (year == 2023) for k in range(synth.ACCEPTED + 1))
     src = ee_source(standin)
     got = assemble_context(src, grid, year)
     want = known_median(standin.s2, grid, year)
@@ -115,7 +119,8 @@ def test_context_is_the_median_of_clear_observations(standin: StandinServer, gri
     clear = spec.observation(year, 4, rows, cols)
     for i, band in enumerate(S2_RGB_BANDS):
         assert np.array_equal(got[i][four], clear[band][four])
-    assert (got[:, zone(spec, grid, synth.ZONE_OTHER_BITS)] < synth.CLOUD_DN).all(), "only bits 10/11 mask"
+    assert (got[:, zone(spec, grid, synth.ZONE_OTHER_BITS)] < synth.CLOUD_DN).all(), "no cloud slips through"
+    assert (got[:, zone(spec, grid, synth.ZONE_SHADOW)] > 100).all(), "no shadow slips through"
     all_clouded = zone(spec, grid, synth.ZONE_ALL)
     assert (got[:, all_clouded] == 0).all() if year == YEARS[0] else (got[:, all_clouded] > 0).all()
 
@@ -135,10 +140,77 @@ def test_s2_difference_known_answer(standin: StandinServer, grid: Grid) -> None:
     assert np.nanmax(got[~changed]) < 0.02 < planted
 
 
+def test_a_qa60_mask_empties_the_scenes_of_the_qa60_gap(standin: StandinServer, grid: Grid) -> None:
+    """What the stand-in models (and the issue was): the old QA60 bit mask keeps no pixel of a 2023 scene,
+    because Earth Engine serves QA60 masked there; in 2018 it keeps most pixels."""
+    ee_source(standin)
+
+    def qa60_clear(im: ee.Image) -> ee.Image:
+        qa = im.select("QA60")
+        return im.updateMask(qa.bitwiseAnd(1 << 10).eq(0).And(qa.bitwiseAnd(1 << 11).eq(0)))
+
+    kept = {}
+    for year in (2018, 2023):
+        scenes = ee.ImageCollection(S2_COLLECTION).filterDate(f"{year}-01-01", f"{year + 1}-01-01")
+        scenes = scenes.filter(ee.Filter.lt("CLOUDY_PIXEL_PERCENTAGE", 20))
+        image = scenes.map(qa60_clear).select(["B4"]).median().unmask(0, False).toUint16()
+        t = grid.transform
+        arr = ee.data.computePixels(
+            {
+                "expression": image,
+                "fileFormat": "NUMPY_NDARRAY",
+                "grid": {
+                    "crsCode": grid.crs,
+                    "dimensions": {"width": grid.width, "height": grid.height},
+                    "affineTransform": {
+                        "scaleX": t.a,
+                        "shearX": 0,
+                        "translateX": t.c,
+                        "shearY": 0,
+                        "scaleY": t.e,
+                        "translateY": t.f,
+                    },
+                },
+            }
+        )
+        kept[year] = float((arr["B4"] > 0).mean())
+    assert kept[2023] == 0.0 and kept[2018] > 0.5, kept
+
+
+def test_standin_counts_a_mask_byte_per_band(standin: StandinServer) -> None:
+    """A 2560² 3-band uint16 request is 2560² × 3 × (2 + 1) = 58982400 bytes: refused; the source's context
+    tile (2048²) is accepted."""
+    ee_source(standin)
+    image = ee.Image.constant([1, 2, 3]).toUint16()
+
+    def request(side: int) -> np.ndarray:
+        grid = {
+            "crsCode": "EPSG:32633",
+            "dimensions": {"width": side, "height": side},
+            "affineTransform": {
+                "scaleX": 10,
+                "shearX": 0,
+                "translateX": 0,
+                "shearY": 0,
+                "scaleY": -10,
+                "translateY": 0,
+            },
+        }
+        return ee.data.computePixels({"expression": image, "fileFormat": "NUMPY_NDARRAY", "grid": grid})
+
+    with pytest.raises(ee.EEException) as exc:
+        request(2560)
+    assert (
+        str(exc.value) == "Total request size (58982400 bytes) must be less than or equal to 50331648 bytes."
+    )
+    arr = request(CONTEXT_TILE_SIZE)
+    assert arr.shape == (CONTEXT_TILE_SIZE, CONTEXT_TILE_SIZE) and int(arr["constant_2"][0, 0]) == 3
+
+
 def test_context_tiles_and_request_sizes(standin: StandinServer, grid: Grid) -> None:
-    assert CONTEXT_TILE_SIZE == 2560
-    assert CONTEXT_BYTES_PER_PIXEL == 7
-    assert CONTEXT_TILE_SIZE**2 * 7 <= MAX_REQUEST_BYTES < (CONTEXT_TILE_SIZE + 512) ** 2 * 7
+    assert CONTEXT_TILE_SIZE == 2048
+    assert CONTEXT_BYTES_PER_PIXEL == 3 * (2 + 1)
+    assert CONTEXT_TILE_SIZE**2 * 9 <= MAX_REQUEST_BYTES < (CONTEXT_TILE_SIZE + 512) ** 2 * 9
     src = ee_source(standin, tile_size=3072)
     assert [(w.width, w.height) for w in src.context_windows(grid)] == [(grid.width, grid.height)]
     src = ee_source(standin)
@@ -150,16 +222,16 @@ def test_context_tiles_and_request_sizes(standin: StandinServer, grid: Grid) -> 
 
 
 def test_context_tiles_split_on_total_request_size(mirror: Path, grid: Grid) -> None:
-    with StandinServer(mirror, token=TOKEN, max_request_bytes=60 * 60 * 7) as server:
+    with StandinServer(mirror, token=TOKEN, max_request_bytes=60 * 60 * 9) as server:
         src = ee_source(server)
         got = assemble_context(src, grid, 2023)
-        entries = report(server, "context, size limit 25200 bytes")
+        entries = report(server, "context, size limit 32400 bytes")
         spec = server.s2
     want = known_median(spec, grid, 2023)
     assert np.array_equal(got, np.nan_to_num(want, nan=0).astype(np.uint16))
-    assert f"Total request size ({TILE * TILE * 7} bytes)" in {e.message.split(" must")[0] for e in entries}
+    assert f"Total request size ({TILE * TILE * 9} bytes)" in {e.message.split(" must")[0] for e in entries}
     assert src.stats.splits > 0
-    assert all(e.width * e.height * 7 <= 60 * 60 * 7 for e in entries if e.status == 200)
+    assert all(e.width * e.height * 9 <= 60 * 60 * 9 for e in entries if e.status == 200)
 
 
 def test_s2_difference_splits_on_user_memory_limit(mirror: Path, grid: Grid) -> None:

@@ -30,13 +30,12 @@ from shapely.geometry.base import BaseGeometry
 from generator.errors import ConfigError, SourceError
 from generator.grid import Grid, to_crs
 from generator.methods import EMBEDDING_METHODS, METHODS, dequantize_lut, unit_dot
+from generator.sources.aef_index import INDEX_NAME, load_index
 from generator.sources.base import AEF_DATASET, Block, Source, SourceInfo
 from generator.sources.identity import file_identity
-from generator.sources.remote import gdal_options, gdal_path, join, read_parquet, scheme_of
+from generator.sources.remote import gdal_options, gdal_path, join, scheme_of
 from generator.urls import public_href, redact
 
-INDEX_NAME = "aef_index.parquet"
-INDEX_COLUMNS = ["fid", "path", "year", "crs", "utm_west", "utm_south", "utm_east", "utm_north", "geometry"]
 BANDS = 64
 NODATA = -128
 READ_THREADS = max(1, min(4, os.cpu_count() or 1))
@@ -72,32 +71,17 @@ class AefSource(Source):
                 f"AEF root {root} does not exist: expected a folder (or an https://, s3:// or gs:// URL) "
                 f"holding {INDEX_NAME}"
             )
-        table = read_parquet(self._index_href, INDEX_COLUMNS)
-        try:
-            geoms = shapely.from_wkb(table.column("geometry").to_pylist())
-        except (shapely.errors.GEOSException, TypeError) as exc:
-            raise SourceError(
-                f"AEF index {public_href(self._index_href)}: column geometry is not WKB ({exc})"
-            ) from None
-        cols = {name: table.column(name).to_pylist() for name in INDEX_COLUMNS if name != "geometry"}
+        index = load_index(self._root)  # the index part: generator/sources/aef_index.py
+        self._index_version = index.version
         self._tiles = [
-            _Tile(
-                fid=int(cols["fid"][i]),
-                href=join(self._root, str(cols["path"][i])),
-                year=int(cols["year"][i]),
-                crs=str(cols["crs"][i]),
-                utm_west=float(cols["utm_west"][i]),
-                utm_north=float(cols["utm_north"][i]),
-                geometry=geoms[i],
-            )
-            for i in range(table.num_rows)
+            _Tile(r.fid, r.href, r.year, r.crs, r.utm_west, r.utm_north, r.geometry) for r in index.rows
         ]
         self._tiles.sort(key=lambda t: t.fid)
         self._by_year: dict[int, tuple[list[_Tile], shapely.STRtree]] = {}
         for year in sorted({t.year for t in self._tiles}):
             tiles = [t for t in self._tiles if t.year == year]
             self._by_year[year] = (tiles, shapely.STRtree([t.geometry for t in tiles]))
-        self._gdal_options = gdal_options()
+        self._gdal_options = {**gdal_options(), **index.gdal_options}
         self._pool: ThreadPoolExecutor | None = None
 
     @property
@@ -108,6 +92,7 @@ class AefSource(Source):
             location=public_href(self._root),
             # A local folder means nothing to the catalog's readers elsewhere: link only URLs.
             derived_from=[public_href(self._index_href)] if scheme_of(self._root) else [],
+            version=self._index_version,
         )
 
     def years(self) -> list[int]:

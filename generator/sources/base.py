@@ -24,6 +24,7 @@ class SourceInfo:
     dataset: str  # e.g. AEF_DATASET
     location: str  # root URL/folder of the mirror, or the Earth Engine collection id
     derived_from: list[str] = field(default_factory=list)  # hrefs of the inputs (dataset page, index...)
+    version: str = ""  # the dataset release as the source reports it (EE collection version, index ETag...)
 
 
 Block = tuple[Window, np.ndarray]
@@ -67,6 +68,15 @@ class Source(ABC):
         e.g. an Earth Engine collection's ``system:version``, where the source records one); empty when
         the source cannot tell cheaply."""
         return str(getattr(self.info, "version", "") or "")
+
+    def version_of(self, dataset: str) -> str:
+        """The release of another dataset a method of this source reads (e.g. Sentinel-2), "" if unknown."""
+        return ""
+
+    def request_count(self) -> int | None:
+        """Requests made so far to a metered service (Earth Engine's computePixels); None for a source
+        that meters nothing. The pipeline prints an estimate before a run and records the count per item."""
+        return None
 
     def progress(self) -> str:
         """A short note for the progress bar (e.g. bytes downloaded); empty when there is nothing to add."""

@@ -7,11 +7,16 @@ grid explicitly (``computePixels`` ``grid``). Tiles are as large as the request 
 parallel (``ee_tiles``). Sentinel-2 context composites and the ``s2-difference`` method come from the
 expressions in ``ee_s2`` and download the same way.
 
-Credentials, in order: the ``credentials`` argument; a service-account key file named by
-``EE_SERVICE_ACCOUNT_KEY``; Earth Engine's own (``earthengine authenticate``, then application-default
-credentials, which also honour ``GOOGLE_APPLICATION_CREDENTIALS``). When ``url`` points to a host other than
-Google's (a local stand-in), anonymous credentials are used: a user's Google credentials are never sent to
-another host. Credentials are never logged.
+The endpoint is Earth Engine's high-volume one unless ``url`` names another: "For larger workflows requiring
+parallelization, using the Earth Engine high volume endpoint" is what Earth Engine's data-extraction guide
+asks of parallel ``computePixels`` (developers.google.com/earth-engine/guides/data_extraction and
+/cloud/highvolume). Every request has a client deadline (``CLIENT_DEADLINE_S``; the client sets none by
+default, ``ee.data.setDeadline``), so a stalled connection fails and is retried instead of holding a worker.
+
+Credentials: the ``credentials`` argument, else ``ee_auth.find_credentials`` (a service-account key file
+named by ``EE_SERVICE_ACCOUNT_KEY``, ``earthengine authenticate``'s, application-default credentials, with
+Earth Engine's scopes). When ``url`` points to a host other than Google's (a local stand-in), anonymous
+credentials are used: a user's Google credentials are never sent to another host. Never logged.
 
 Earth Engine's client keeps global state: the last source opened is the one the client talks to; a source
 re-initializes the client when it is used after another one.
@@ -21,7 +26,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import threading
 import time
 import urllib.error
@@ -29,28 +33,25 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlparse
 
 import ee
 import numpy as np
-from google.auth.credentials import AnonymousCredentials, Credentials
-from google.auth.exceptions import GoogleAuthError, TransportError
-from google.oauth2 import service_account
+from google.auth.credentials import Credentials
 from rasterio.windows import Window
 from shapely.geometry import box, mapping
 from shapely.geometry.base import BaseGeometry
 
 from generator.config import EE_MAX_CONCURRENCY
-from generator.errors import AuthenticationError, ConfigError, SourceError
+from generator.errors import AuthenticationError, ConfigError, PermissionDeniedError, SourceError
 from generator.grid import Grid, to_crs
 from generator.methods import METHODS
 from generator.sources import ee_s2, ee_tiles
 from generator.sources.base import AEF_DATASET, Block, Source, SourceInfo
+from generator.sources.ee_auth import find_credentials, is_google
 from generator.sources.ee_s2 import S2_COLLECTION, S2_METHOD, S2_RGB_BANDS
 from generator.sources.ee_tiles import (
     CONTEXT_TILE_SIZE,
     DEFAULT_TILE_SIZE,
-    HOW_TO_AUTHENTICATE,
     MAX_GRID_SIDE,
     MAX_REQUEST_BYTES,
     MIN_TILE_SIZE,
@@ -60,10 +61,17 @@ from generator.sources.ee_tiles import (
 )
 from generator.urls import public_href, redact
 
-SERVICE_ACCOUNT_ENV = "EE_SERVICE_ACCOUNT_KEY"
-"""Environment variable naming a service-account JSON key file."""
+HIGH_VOLUME_URL = "https://earthengine-highvolume.googleapis.com"
+"""Earth Engine's high-volume endpoint (``ee.data.HIGH_VOLUME_API_BASE_URL``), the default here: it is the one
+Earth Engine asks automated, parallel requests to use."""
+CLIENT_DEADLINE_S = 360.0
+"""Client deadline of one request (``ee.data.setDeadline``; socket timeout of the client's HTTP session).
+Interactive requests "must finish processing within five minutes" (Earth Engine's processing environments
+guide), after which Earth Engine answers "Computation timed out"; a minute more covers the transfer."""
 CLIENT_MAX_RETRIES = 5
 """Retries of 429/5xx done by the earthengine-api client itself (its default)."""
+VERSION_PROPERTIES = ("version", "system:version")
+"""Collection properties that identify a dataset's release in Earth Engine."""
 DATA_CATALOG_TIMEOUT_S = 5.0
 """ee.Initialize fetches Google's data catalog for deprecation warnings; never wait longer than this."""
 BAND_NAMES = [f"A{i:02d}" for i in range(64)]
@@ -81,7 +89,8 @@ class EarthEngineSource(Source):
     Optional keyword arguments beyond the config exist for tests and tuning: ``credentials`` (a
     google.auth credentials object), ``tile_size`` (side of the download tiles), ``min_tile_size``,
     ``client_retries`` (the client's own 429/5xx retries), ``retry_attempts`` and ``backoff_s`` (ours),
-    ``s2_max_cloudy_percent`` (Sentinel-2 scene pre-filter; None keeps every scene).
+    ``s2_max_cloudy_percent`` (Sentinel-2 scene pre-filter; None keeps every scene), ``deadline_s`` (the
+    client deadline of one request).
     """
 
     def __init__(
@@ -98,6 +107,7 @@ class EarthEngineSource(Source):
         retry_attempts: int = ee_tiles.RETRY_ATTEMPTS,
         backoff_s: float = ee_tiles.BACKOFF_BASE_S,
         s2_max_cloudy_percent: float | None = ee_s2.MAX_CLOUDY_PERCENT,
+        deadline_s: float = CLIENT_DEADLINE_S,
     ) -> None:
         if not 1 <= max_concurrency <= EE_MAX_CONCURRENCY:
             raise ConfigError(
@@ -109,36 +119,23 @@ class EarthEngineSource(Source):
                 f"earthengine tile_size {tile_size} / min_tile_size {min_tile_size}: need 0 < min ≤ tile, "
                 f"tile ≤ {MAX_GRID_SIDE} and tile² × {ee_tiles.BYTES_PER_PIXEL} ≤ {MAX_REQUEST_BYTES} bytes"
             )
-        self.project, self.collection, self.url = project, collection, url.rstrip("/") if url else None
+        if deadline_s <= 0:
+            raise ConfigError(f"earthengine deadline_s {deadline_s}: must be > 0 seconds")
+        self.project, self.collection = project, collection
+        # Always explicit: ee.Initialize(url=None) keeps the URL of an earlier initialization (a stand-in).
+        self.url = url.rstrip("/") if url else HIGH_VOLUME_URL
+        self.deadline_s = deadline_s
         self.max_concurrency = max_concurrency
         self.tile_size, self.min_tile_size = tile_size, min_tile_size
         self.client_retries, self.retry_attempts, self.backoff_s = client_retries, retry_attempts, backoff_s
         self.s2_max_cloudy_percent = s2_max_cloudy_percent
         self.stats = DownloadStats()
+        self._versions: dict[str, str] = {}  # dataset → its release, read once
         self._serial = next(_serials)
-        self._credentials = credentials if credentials is not None else self._find_credentials()
+        self._credentials = credentials if credentials is not None else find_credentials(self.url)
         self._activate()
 
     # --- session --------------------------------------------------------------------------------------
-
-    def _find_credentials(self) -> Credentials:
-        if self.url and not _is_google(self.url):
-            return AnonymousCredentials()  # never send a user's Google credentials to another host
-        key = os.environ.get(SERVICE_ACCOUNT_ENV)
-        if key:
-            try:
-                return service_account.Credentials.from_service_account_file(key, scopes=ee.oauth.SCOPES)
-            except (OSError, ValueError) as exc:
-                raise AuthenticationError(
-                    f"{SERVICE_ACCOUNT_ENV}={key}: not a readable service-account key file "
-                    f"({type(exc).__name__}); {HOW_TO_AUTHENTICATE}"
-                ) from None
-        try:
-            return ee.data.get_persistent_credentials()
-        except TransportError as exc:
-            raise SourceError(f"cannot reach Google to check the Earth Engine credentials: {exc}") from None
-        except (ee.EEException, GoogleAuthError, OSError):
-            raise AuthenticationError(f"no Earth Engine credentials found: {HOW_TO_AUTHENTICATE}") from None
 
     def _activate(self) -> None:
         """Point the (global) ee client at this source's endpoint, project and credentials."""
@@ -151,11 +148,14 @@ class EarthEngineSource(Source):
                 ee.data.setMaxRetries(self.client_retries)
                 ee.Initialize(credentials=self._credentials, project=self.project, url=self.url)
                 ee.data.setMaxRetries(self.client_retries)
+                # After Initialize (it rebuilds the client for the URL just set); later initializations of
+                # this process keep it, so their own discovery requests are bounded too.
+                ee.data.setDeadline(self.deadline_s * 1000)
             except Exception as exc:
                 err = ee_tiles.classify(exc)
-                if isinstance(err, AuthenticationError):
+                if isinstance(err, AuthenticationError | PermissionDeniedError):
                     raise err from None
-                where = public_href(self.url) if self.url else "the default Earth Engine endpoint"
+                where = public_href(self.url)
                 raise SourceError(
                     f"cannot open Earth Engine at {where} for project '{self.project}': {redact(str(exc))}"
                 ) from None
@@ -173,7 +173,7 @@ class EarthEngineSource(Source):
                     time.sleep(ee_tiles.backoff_delay(self.backoff_s, attempt))
                     continue
                 if isinstance(err, SourceError):
-                    raise type(err)(f"{self.collection}: {what}: {err}") from None
+                    raise type(err)(f"{self.collection}: {what}: {err}") from None  # keeps its class
                 raise SourceError(f"{self.collection}: {what}: {exc}") from None
         raise AssertionError("unreachable")
 
@@ -182,7 +182,41 @@ class EarthEngineSource(Source):
     @property
     def info(self) -> SourceInfo:
         # The dataset's page is added by the catalog, which knows each dataset's licence and links.
-        return SourceInfo("earthengine", self.collection, self.collection)
+        return SourceInfo("earthengine", self.collection, self.collection, version=self.dataset_version())
+
+    def dataset_version(self) -> str:
+        """The collection's release as Earth Engine reports it: its ``version`` property (where the dataset
+        has one) and ``system:version`` (the asset's last update, microseconds since the epoch), e.g.
+        "version 1.0, system:version 1722016811296000 (2024-07-26T18:00:11Z)". Read once per source."""
+        return self.version_of(self.collection)
+
+    def version_of(self, dataset: str) -> str:
+        """The release of ``dataset`` (the embeddings, or Sentinel-2 for ``s2-difference``, whose clear
+        pixels come from Cloud Score+: both named then)."""
+        if dataset not in self._versions:
+            ids = [dataset] + ([ee_s2.CLOUD_SCORE_COLLECTION] if dataset == S2_COLLECTION else [])
+            props = self._call(
+                "reading the collection's version",
+                ee.List(
+                    [
+                        ee.Dictionary({key: ee.ImageCollection(i).get(key) for key in VERSION_PROPERTIES})
+                        for i in ids
+                    ]
+                ),
+            )
+            described = [describe_version(p or {}) for p in props or []]
+            if len(ids) == 1:
+                self._versions[dataset] = described[0] if described else ""
+            else:
+                self._versions[dataset] = "; ".join(
+                    f"{i} {d}" for i, d in zip(ids, described, strict=True) if d
+                )
+        return self._versions[dataset]
+
+    def request_count(self) -> int:
+        """computePixels requests made so far (answered or failed; the client's own retries of 429/5xx
+        are not seen)."""
+        return self.stats.requests + self.stats.failed_requests
 
     def years(self) -> list[int]:
         starts = self._call(
@@ -261,6 +295,19 @@ class EarthEngineSource(Source):
         return change.rename(ee_tiles.BAND).unmask(NODATA_SENTINEL, False).toFloat()
 
 
+def describe_version(props: dict[str, Any]) -> str:
+    """ "version 1.0, system:version 1722016811296000 (2024-07-26T18:00:11Z)" from a collection's properties
+    (either part left out when absent)."""
+    parts = []
+    if props.get("version") not in (None, ""):
+        parts.append(f"version {props['version']}")
+    stamp = props.get("system:version")
+    if isinstance(stamp, int | float) and not isinstance(stamp, bool):
+        when = datetime.fromtimestamp(stamp / 1e6, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        parts.append(f"system:version {int(stamp)} ({when})")
+    return ", ".join(parts)
+
+
 def _area(grid: Grid) -> ee.Geometry:
     """The grid's footprint in WGS84, for filterBounds."""
     return ee.Geometry(mapping(to_crs(_box(grid), grid.crs, "EPSG:4326")))
@@ -270,18 +317,13 @@ def _box(grid: Grid) -> BaseGeometry:
     return box(*grid.bounds).segmentize(max(grid.width, grid.height) * abs(grid.transform.a) / 16)
 
 
-def _is_google(url: str) -> bool:
-    host = urlparse(url).hostname or ""
-    return host == "googleapis.com" or host.endswith(".googleapis.com")
-
-
-def _quiet_data_catalog(url: str | None) -> None:
+def _quiet_data_catalog(url: str) -> None:
     """ee.Initialize fetches Google's data catalog (deprecation warnings) with no timeout: bound it, and skip
     it for non-Google endpoints (a stand-in, offline)."""
     deprecation = getattr(ee, "deprecation", None)
     if deprecation is None or not hasattr(deprecation, "_FetchDataCatalogStac"):
         return
-    if url and not _is_google(url):
+    if not is_google(url):
         deprecation._FetchDataCatalogStac = lambda: {}
         return
     catalog_url = getattr(deprecation, "_DEPRECATED_ASSETS_URL", None)

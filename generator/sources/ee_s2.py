@@ -1,14 +1,19 @@
 """Sentinel-2 expressions for the Earth Engine source: cloud-masked median composites and their difference.
 
-As in the blog's comparison and Earth Engine's own Sentinel-2 example: a year of
-``COPERNICUS/S2_SR_HARMONIZED`` over the area, scenes with CLOUDY_PIXEL_PERCENTAGE under
-``MAX_CLOUDY_PERCENT`` (the example's pre-filter), pixels masked where QA60 bit 10 (opaque clouds) or bit 11
-(cirrus) is set, bands B4, B3, B2, per-pixel median.
-The median of a collection has no fixed projection: every request names its grid.
+As in the blog's comparison: a year of ``COPERNICUS/S2_SR_HARMONIZED`` over the area, scenes with
+CLOUDY_PIXEL_PERCENTAGE under ``MAX_CLOUDY_PERCENT`` (Earth Engine's Sentinel-2 example's pre-filter), bands
+B4, B3, B2, per-pixel median of the clear pixels. The median of a collection has no fixed projection: every
+request names its grid.
 
-Note: QA60 carries no cloud flags in scenes of processing baseline 04.00+ (25 Jan 2022 to about Feb 2024),
-so composites of those years are only as cloud-free as the CLOUDY_PIXEL_PERCENTAGE pre-filter and the median
-make them.
+Clear pixels come from Cloud Score+ (``GOOGLE/CLOUD_SCORE_PLUS/V1/S2_HARMONIZED``), not QA60: in Earth
+Engine the QA60 band is masked (empty) in scenes from about 2022-01-25 to 2024-02-28 ("QA60 ... contained
+rasterized cloud mask polygons until Feb 2022, when these polygons stopped being produced. Starting in
+February 2024, legacy-consistent QA60 bands are constructed from the MSK_CLASSI cloud classification bands",
+developers.google.com/earth-engine/datasets/catalog/COPERNICUS_S2_HARMONIZED), so a QA60 mask drops every
+pixel of those scenes. Cloud Score+ images "have the same id and system:index properties as the individual
+Sentinel-2 L1C assets from which they were produced such that Cloud Score+ bands can be linked to source
+images based on their shared system:index" (its catalog page): ``linkCollection`` adds ``cs_cdf`` to each
+scene, and pixels with ``cs_cdf >= CLEAR_THRESHOLD`` are kept.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ import ee
 S2_COLLECTION = "COPERNICUS/S2_SR_HARMONIZED"
 S2_RGB_BANDS = ("B4", "B3", "B2")
 S2_METHOD = "s2-difference"
-QA_BAND = "QA60"
-CLOUD_BIT = 10
-"""QA60 bit 10: opaque clouds."""
-CIRRUS_BIT = 11
-"""QA60 bit 11: cirrus."""
+CLOUD_SCORE_COLLECTION = "GOOGLE/CLOUD_SCORE_PLUS/V1/S2_HARMONIZED"
+"""Cloud Score+ for the harmonized Sentinel-2 archive, one image per scene, same ``system:index``."""
+CLOUD_SCORE_BAND = "cs_cdf"
+"""Cloud Score+ band: likelihood (0..1) that the pixel is clear, from its score distribution through time."""
+CLEAR_THRESHOLD = 0.6
+"""Pixels with ``cs_cdf`` at or above this are clear: the value Earth Engine's Cloud Score+ examples use
+(0.5-0.65 suggested; higher is stricter)."""
 MAX_CLOUDY_PERCENT = 20
 """Scenes with CLOUDY_PIXEL_PERCENTAGE at or above this are left out (Earth Engine's S2 example)."""
 REFLECTANCE_SCALE = 10000
@@ -33,10 +40,9 @@ MAX_DN = 65535
 
 
 def mask_clouds(image: ee.Image) -> ee.Image:
-    """Mask pixels flagged as opaque cloud or cirrus in QA60 (both bits must be zero)."""
-    qa = image.select(QA_BAND)
-    clear = qa.bitwiseAnd(1 << CLOUD_BIT).eq(0).And(qa.bitwiseAnd(1 << CIRRUS_BIT).eq(0))
-    return image.updateMask(clear)
+    """Keep the pixels Cloud Score+ grades clear (``cs_cdf >= CLEAR_THRESHOLD``); the image must carry the
+    linked ``cs_cdf`` band (a scene without a Cloud Score+ image has it fully masked: no pixel is kept)."""
+    return image.updateMask(image.select(CLOUD_SCORE_BAND).gte(CLEAR_THRESHOLD))
 
 
 def composite(
@@ -48,7 +54,8 @@ def composite(
     )
     if max_cloudy_percent is not None:
         images = images.filter(ee.Filter.lt("CLOUDY_PIXEL_PERCENTAGE", max_cloudy_percent))
-    clear = images.map(mask_clouds).select(list(S2_RGB_BANDS))
+    linked = images.linkCollection(ee.ImageCollection(CLOUD_SCORE_COLLECTION), [CLOUD_SCORE_BAND])
+    clear = linked.map(mask_clouds).select(list(S2_RGB_BANDS))
     return clear.merge(ee.ImageCollection([_no_observation()])).median()
 
 

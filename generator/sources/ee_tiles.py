@@ -9,6 +9,7 @@ raises only ``ee.EEException``): transient ones are retried here with exponentia
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,24 +18,39 @@ from dataclasses import dataclass, field
 
 import ee
 import numpy as np
-from google.auth.exceptions import GoogleAuthError
+from google.auth.exceptions import GoogleAuthError, TransportError
 from googleapiclient.errors import HttpError
 from rasterio.windows import Window
 
-from generator.errors import AuthenticationError, RequestTooLargeError, SourceError
+from generator.errors import AuthenticationError, PermissionDeniedError, RequestTooLargeError, SourceError
 from generator.grid import BLOCK_SIZE, Grid
+from generator.sources.ee_auth import HOW_TO_AUTHENTICATE
 from generator.urls import redact
 
 MAX_REQUEST_BYTES = 50331648
-"""computePixels: at most 48 MB of uncompressed pixels per request, counting one mask byte per pixel."""
+"""computePixels: at most 48 MB of uncompressed pixels per request, counted as ``request_bytes`` does."""
 MAX_GRID_SIDE = 32768
 """computePixels: at most this many pixels in either dimension."""
-MASK_BYTES = 1
-"""Earth Engine counts one mask byte per pixel in the request size."""
-BYTES_PER_PIXEL = 4 + MASK_BYTES
-"""Our change result: one float32 band plus the mask byte."""
-CONTEXT_BYTES_PER_PIXEL = 3 * 2 + MASK_BYTES
-"""Sentinel-2 context composites: three uint16 bands plus the mask byte."""
+MASK_BYTES_PER_BAND = 1
+"""Earth Engine counts one mask byte per band and pixel in the request size: "1 must be added to the bytes
+per pixel (see EE server code ImageUtils.enforceRequestedSizeLimits)" (google/Xee#209, fixed in
+google/Xee#210/#211 by the Earth Engine team; also gee-community/qgis-earthengine-plugin#415)."""
+CHANGE_BAND_BYTES = (4,)
+"""Our change result: one float32 band."""
+CONTEXT_BAND_BYTES = (2, 2, 2)
+"""Sentinel-2 context composites: three uint16 bands."""
+
+
+def request_bytes(pixels: int, band_bytes: tuple[int, ...]) -> int:
+    """The size Earth Engine counts for a computePixels request: pixels × Σ over bands (bytes + mask byte)."""
+    return pixels * sum(b + MASK_BYTES_PER_BAND for b in band_bytes)
+
+
+BYTES_PER_PIXEL = request_bytes(1, CHANGE_BAND_BYTES)
+"""Change requests: 5 bytes a pixel."""
+CONTEXT_BYTES_PER_PIXEL = request_bytes(1, CONTEXT_BAND_BYTES)
+"""Context requests: 9 bytes a pixel (3 × (2 + 1)), not 7: a 2560² context tile (58982400 bytes) is over
+the limit."""
 
 
 def largest_tile(bytes_per_pixel: int) -> int:
@@ -45,7 +61,7 @@ def largest_tile(bytes_per_pixel: int) -> int:
 DEFAULT_TILE_SIZE = largest_tile(BYTES_PER_PIXEL)
 """Change tiles: 3072 px (47185920 bytes)."""
 CONTEXT_TILE_SIZE = largest_tile(CONTEXT_BYTES_PER_PIXEL)
-"""Context tiles: 2560 px (45875200 bytes)."""
+"""Context tiles: 2048 px (37748736 bytes)."""
 MIN_TILE_SIZE = 128
 """Refused tiles are split down to this side; below it a request fails with RequestTooLargeError."""
 RETRY_ATTEMPTS = 4
@@ -67,11 +83,22 @@ TRANSIENT_MESSAGES = (
     "deadline exceeded",
     "try again",
 )
-AUTH_MESSAGES = ("authentication credential", "unauthenticated", "permission_denied", "permission denied")
-HOW_TO_AUTHENTICATE = (
-    "authenticate with `earthengine authenticate` or `gcloud auth application-default login "
-    "--scopes=https://www.googleapis.com/auth/earthengine,https://www.googleapis.com/auth/cloud-platform`, "
-    "or name a service-account key file in EE_SERVICE_ACCOUNT_KEY (or GOOGLE_APPLICATION_CREDENTIALS)"
+AUTH_MESSAGES = ("authentication credential", "unauthenticated")
+PERMISSION_DENIED = re.compile(
+    r"Permission '?(?P<permission>[\w.]+)'? denied on resource '?(?P<resource>[^'\s(]+?)'?\.?(?:\s|$)"
+    r"|Caller does not have required permission to use project (?P<project>[\w.:-]+)"
+    r"|permission[ _]denied",
+    re.IGNORECASE,
+)
+"""Google's 403 texts: IAM's "Permission 'earthengine.computations.create' denied on resource
+'projects/p' (or it may not exist)." (the format of every Google Cloud API's PERMISSION_DENIED), Service
+Usage's "Caller does not have required permission to use project p. Grant the caller the
+roles/serviceusage.serviceUsageConsumer role ..." (as reported in nasaharvest/street2sat#51 from
+earthengine.googleapis.com) and a bare "Permission denied"."""
+HOW_TO_GET_PERMISSION = (
+    "the credentials are valid, but their account may not use Earth Engine in this project: register the "
+    "project for Earth Engine and grant the account roles/earthengine.viewer (or writer) and "
+    "roles/serviceusage.serviceUsageConsumer on it, or name a project it may use"
 )
 
 
@@ -89,9 +116,21 @@ class Transient(Exception):
 
 
 def classify(exc: BaseException) -> Exception:
-    """Map a client exception to _Split, Transient, AuthenticationError or SourceError (URLs redacted)."""
+    """Map a client exception to _Split, Transient, PermissionDeniedError, AuthenticationError or
+    SourceError (URLs redacted)."""
     msg = redact(str(exc))
     low = msg.lower()
+    if denied := PERMISSION_DENIED.search(msg):
+        what = (
+            f"permission {denied['permission']} on {denied['resource']}"
+            if denied["permission"]
+            else f"the use of project {denied['project'].rstrip('.')}"
+            if denied["project"]
+            else "permission"
+        )
+        return PermissionDeniedError(f"Earth Engine denied {what} ({msg[:300]}): {HOW_TO_GET_PERMISSION}")
+    if isinstance(exc, TransportError):  # the token endpoint could not be reached: not the credentials' fault
+        return Transient(f"{type(exc).__name__}: {msg}")
     if isinstance(exc, GoogleAuthError) or any(m in low for m in AUTH_MESSAGES):
         return AuthenticationError(
             f"Earth Engine refused the credentials ({msg[:200]}): {HOW_TO_AUTHENTICATE}"
@@ -208,7 +247,7 @@ class TileDownloader:
                         f"Earth Engine kept failing for tile {_describe(window)} after "
                         f"{self.retry_attempts} retries: {err}"
                     ) from None
-                if isinstance(err, SourceError) and not isinstance(err, AuthenticationError):
+                if type(err) is SourceError:
                     raise SourceError(f"{err} (tile {_describe(window)})") from None
                 raise err from None
             return self._values(arr, window)

@@ -1,4 +1,5 @@
-"""Where AEF files live: local folders, http(s), s3 and gs URLs → GDAL paths, GDAL options, index bytes.
+"""Where AEF files live: local folders, http(s), s3 and gs URLs → GDAL paths, GDAL options, index bytes
+(http(s) through fsspec with changecat's User-Agent, s3/gs through pyarrow's filesystems).
 
 Credentials come from the standard environment (AWS_ACCESS_KEY_ID..., GOOGLE_APPLICATION_CREDENTIALS) and
 are read by GDAL and pyarrow themselves; nothing here logs or returns them.
@@ -7,11 +8,15 @@ are read by GDAL and pyarrow themselves; nothing here logs or returns them.
 from __future__ import annotations
 
 import os
-import urllib.error
-import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
+import fsspec
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -21,8 +26,14 @@ from generator.urls import public_href
 
 URL_SCHEMES = ("http", "https", "s3", "gs")
 GDAL_PREFIX = {"http": "/vsicurl/", "https": "/vsicurl/", "s3": "/vsis3/", "gs": "/vsigs/"}
-HTTP_TIMEOUT_S = 60
-"""Timeout of one HTTP request for the index."""
+HTTP_TIMEOUT_S = 300
+"""Timeout of one HTTP request for the index (the public index is about 78 MB, read in one request)."""
+try:
+    USER_AGENT = f"changecat/{version('changecat')}"
+except PackageNotFoundError:  # a source tree that was not installed
+    USER_AGENT = "changecat/0.0.0"
+"""Sent with every HTTP request for the index, and to GDAL (GDAL_HTTP_USERAGENT) for the tiles: the Source
+Cooperative host refuses Python-urllib's default User-Agent."""
 GDAL_HTTP_MAX_RETRY = 3
 GDAL_HTTP_RETRY_DELAY_S = 1
 
@@ -100,41 +111,77 @@ def _s3_filesystem(bucket: str) -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**kwargs)
 
 
-def read_parquet(href: str, columns: list[str]) -> pa.Table:
-    """Read some columns of a Parquet file from a local path or an http(s)/s3/gs URL.
+def arrow_filesystem(href: str) -> tuple[pafs.FileSystem, str]:
+    """pyarrow's filesystem for an s3:// or gs:// URL (configured from the standard environment) and the
+    path in it."""
+    parts = urlsplit(href)
+    if scheme_of(href) == "s3":
+        return _s3_filesystem(parts.netloc), parts.netloc + parts.path
+    return pafs.GcsFileSystem(anonymous=_truthy("GS_NO_SIGN_REQUEST")), parts.netloc + parts.path
+
+
+def http_filesystem() -> fsspec.AbstractFileSystem:
+    """fsspec's HTTP filesystem sending changecat's User-Agent, with a timeout per request and the proxy
+    variables honoured (HTTPS_PROXY, NO_PROXY), as GDAL honours them for the tiles."""
+    return fsspec.filesystem(
+        "http",
+        headers={"User-Agent": USER_AGENT},
+        client_kwargs={"timeout": aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S), "trust_env": True},
+        skip_instance_cache=True,
+    )
+
+
+def read_parquet(href: str, columns: list[str] | Callable[[pa.Schema], list[str]]) -> pa.Table:
+    """Read some columns of a Parquet file from a local path or an http(s)/s3/gs URL; ``columns`` may be
+    a function choosing them from the file's schema (with its metadata).
 
     Raises ``SourceError`` naming the (public) href when it is missing or unreadable.
     """
     scheme, shown = scheme_of(href), public_href(href)
     try:
         if scheme in ("http", "https"):
-            with urllib.request.urlopen(href, timeout=HTTP_TIMEOUT_S) as response:
-                data = response.read()
-            return pq.read_table(pa.BufferReader(data), columns=columns)
-        if scheme == "s3":
-            parts = urlsplit(href)
-            fs = _s3_filesystem(parts.netloc)
-            return pq.read_table(parts.netloc + parts.path, columns=columns, filesystem=fs)
-        if scheme == "gs":
-            parts = urlsplit(href)
-            fs = pafs.GcsFileSystem(anonymous=_truthy("GS_NO_SIGN_REQUEST"))
-            return pq.read_table(parts.netloc + parts.path, columns=columns, filesystem=fs)
-        if not Path(href).is_file():
+            source: Any = pa.BufferReader(http_filesystem().cat_file(href))
+        elif scheme in ("s3", "gs"):
+            fs, path = arrow_filesystem(href)
+            source = fs.open_input_file(path)
+        elif not Path(href).is_file():
             raise SourceError(
                 f"AEF index not found: {shown} does not exist (an AEF root holds aef_index.parquet "
                 "next to its {year}/ folders)"
             )
-        return pq.read_table(href, columns=columns)
+        else:
+            source = href
+        parquet = pq.ParquetFile(source)
+        wanted = columns(parquet.schema_arrow) if callable(columns) else columns
+        return parquet.read(columns=wanted)
     except SourceError:
         raise
-    except urllib.error.HTTPError as exc:
-        raise SourceError(f"AEF index {shown} could not be fetched: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
+    except aiohttp.ClientResponseError as exc:
+        status = f"HTTP {exc.status} {exc.message}"
+        raise SourceError(f"AEF index {shown} could not be fetched: {status}") from None
+    except FileNotFoundError:
+        why = "HTTP 404 Not Found" if scheme in ("http", "https") else "no such file"
+        raise SourceError(f"AEF index {shown} could not be fetched: {why}") from None
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         raise SourceError(f"AEF index {shown} could not be read: {_short(exc)}") from None
     except (pa.ArrowInvalid, pa.ArrowKeyError, KeyError) as exc:
-        raise SourceError(
-            f"AEF index {shown} is not a GeoParquet index with columns {', '.join(columns)}: {_short(exc)}"
-        ) from None
+        raise SourceError(f"AEF index {shown} is not a GeoParquet index: {_short(exc)}") from None
+
+
+def file_info(href: str) -> dict[str, Any]:
+    """What identifies a file's version: ``etag`` (http), ``size`` and ``mtime`` (ISO, UTC) where known."""
+    scheme = scheme_of(href)
+    if scheme in ("http", "https"):
+        info = http_filesystem().info(href)
+        etag = str(info.get("ETag") or "").removeprefix("W/").strip('"')
+        return {"etag": etag, "size": info.get("size")}
+    if scheme in ("s3", "gs"):
+        fs, path = arrow_filesystem(href)
+        stat = fs.get_file_info(path)
+        mtime = stat.mtime.astimezone(UTC).isoformat(timespec="seconds") if stat.mtime else None
+        return {"size": stat.size, "mtime": mtime}
+    stat = os.stat(href)
+    return {"size": stat.st_size, "mtime": datetime.fromtimestamp(stat.st_mtime, tz=UTC).isoformat()[:19]}
 
 
 def _short(exc: BaseException) -> str:

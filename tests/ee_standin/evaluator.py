@@ -19,6 +19,7 @@ from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 
 from tests.ee_standin import images as im_ops
+from tests.ee_standin.mirror import MirrorImage
 from tests.ee_standin.values import (
     BYTES_PER_PIXEL,
     NPY_DTYPES,
@@ -86,7 +87,7 @@ def _geometry(kind: str) -> Callable:
     return make
 
 
-def _load(collections: dict[str, tuple[Element, ...]]) -> Callable:
+def _load(collections: dict[str, tuple[Element, ...]], properties: dict[str, dict]) -> Callable:
     def load(id: str, version: Any = None) -> Collection:
         if id not in collections:
             raise EEError(
@@ -94,7 +95,7 @@ def _load(collections: dict[str, tuple[Element, ...]]) -> Callable:
                 code=404,
                 status="NOT_FOUND",
             )
-        return Collection(collections[id])
+        return Collection(collections[id], dict(properties.get(id, {})))
 
     return load
 
@@ -116,17 +117,42 @@ def _less_than(
 
 
 def _map(collection: Any, baseAlgorithm: Any, dropNulls: bool = False) -> Collection:
-    """Collection.map over images: the function gets each image; properties and footprint are kept."""
+    """Collection.map over images: the function gets each image (with its properties, which e.g.
+    Image.linkCollection reads); properties and footprint are kept."""
     fn = need(Function, "Collection.map")(baseAlgorithm)
     out = []
     for el in _coll(collection).images:
         if not isinstance(el, ImageElement):
             raise EEError("Collection.map: only maps over Sentinel-2 images are implemented by the stand-in.")
-        result = fn.call(el.image)
+        result = fn.call(el)
         if result is None and dropNulls:
             continue
-        out.append(ImageElement(need(Image, "Collection.map result")(result), el.properties, el.footprint))
+        out.append(ImageElement(im_ops.as_image(result), el.properties, el.footprint))
     return Collection(tuple(out))
+
+
+def _link_collection(
+    input: Any,
+    imageCollection: Any,
+    linkedBands: Any = None,
+    linkedProperties: Any = None,
+    matchPropertyName: str = "system:index",
+) -> Image:
+    """Image.linkCollection, as its algorithm documentation describes it: the bands ``linkedBands`` of the
+    image of ``imageCollection`` whose ``matchPropertyName`` equals the input's are added to the input
+    (overwriting bands of the same name); "If a matching image is not found, any new or updated bands will
+    be fully masked". Footprint and properties stay the input's. Linked properties are not implemented."""
+    if not isinstance(input, ImageElement):
+        raise EEError("Image.linkCollection: only images of a collection (inside map) are implemented.")
+    if linkedProperties:
+        raise EEError("Image.linkCollection: linkedProperties is not implemented by the stand-in.")
+    bands = [linkedBands] if isinstance(linkedBands, str) else list(linkedBands or [])
+    key = input.properties.get(matchPropertyName)
+    candidates = [el for el in _coll(imageCollection).images if isinstance(el, ImageElement)]
+    match = next(
+        (el for el in candidates if key is not None and el.properties.get(matchPropertyName) == key), None
+    )
+    return im_ops.link(input.image, match.image if match else None, bands)
 
 
 _coll = need(Collection, "Collection")
@@ -134,10 +160,20 @@ WORLD = box(-180, -90, 180, 90)
 """Footprint of images made in the expression (constants): unbounded."""
 
 
-def functions(collections: dict[str, tuple[Element, ...]]) -> dict[str, Callable[..., Any]]:
+def _element_get(object: Any, property: str) -> Any:
+    """Element.get: a property of a collection or image, null when it has none (the algorithm's doc)."""
+    if isinstance(object, Collection | ImageElement | MirrorImage):
+        return object.properties.get(property)
+    raise EEError(f"Element.get: getting a property of a {type(object).__name__} is not implemented.")
+
+
+def functions(
+    collections: dict[str, tuple[Element, ...]], properties: dict[str, dict] | None = None
+) -> dict[str, Callable[..., Any]]:
     """The algorithms the stand-in implements, by Earth Engine name."""
     return {
-        "ImageCollection.load": _load(collections),
+        "ImageCollection.load": _load(collections, properties or {}),
+        "Element.get": _element_get,
         "Collection.map": _map,
         "ImageCollection.fromImages": lambda images: Collection(
             tuple(ImageElement(im_ops.as_image(i), {}, WORLD) for i in images)
@@ -187,6 +223,8 @@ def functions(collections: dict[str, tuple[Element, ...]]) -> dict[str, Callable
         "Image.clip": im_ops.clip,
         "Image.bitwiseAnd": im_ops.binary("bitwiseAnd", im_ops.bitwise_and),
         "Image.eq": im_ops.binary("eq", im_ops.equal),
+        "Image.gte": im_ops.binary("gte", im_ops.greater_equal),
+        "Image.linkCollection": _link_collection,
         "Image.and": im_ops.binary("and", im_ops.logical_and),
         "Image.pow": im_ops.binary("pow", np.power),
         "Image.sqrt": im_ops.sqrt,
@@ -206,8 +244,10 @@ def list_distinct(values: list) -> list:
 class Evaluator:
     """Evaluates one Cloud API expression against the served collections (id → images)."""
 
-    def __init__(self, collections: dict[str, tuple[Element, ...]]) -> None:
-        self.functions = functions(collections)
+    def __init__(
+        self, collections: dict[str, tuple[Element, ...]], properties: dict[str, dict] | None = None
+    ) -> None:
+        self.functions = functions(collections, properties)
 
     def evaluate(self, expression: dict) -> Any:
         values = expression.get("values", {})

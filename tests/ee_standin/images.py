@@ -111,7 +111,7 @@ def binary(name: str, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Cal
             ptype = "float"
         elif name in ("add", "subtract", "multiply") and ptype in ("uint8", "uint16"):
             ptype = "int"  # Earth Engine widens by value range; unsigned differences can be negative
-        elif name in ("eq", "and"):
+        elif name in ("eq", "gte", "and"):
             ptype = "uint8"  # comparisons and logical operators give 0/1
         elif name == "pow" and ptype in INTEGER_TYPES:
             ptype = "double"
@@ -228,6 +228,40 @@ def logical_and(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a == b).astype(np.float64)
+
+
+def greater_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a >= b).astype(np.float64)
+
+
+def link(image: Image, match: Image | None, bands: list[str]) -> Image:
+    """``image`` with ``bands`` of ``match`` added (replacing bands of the same name); fully masked when
+    there is no match. The linked bands keep the match's pixel type (when types differ the stand-in
+    answers HTTP 400 rather than guess how Earth Engine mixes them)."""
+    if not bands:
+        raise EEError("Image.linkCollection: no linkedBands given.")
+    if match is not None:
+        missing = [b for b in bands if b not in match.bands]
+        if missing:
+            raise EEError(f"Image.linkCollection: Pattern '{missing[0]}' did not match any bands.")
+    kept = [b for b in image.bands if b not in bands]
+    names = tuple(kept) + tuple(bands)
+    linked_type = match.ptype if match is not None else "float"
+    ptype = image.ptype if not kept else promote(image.ptype, linked_type)
+
+    def render(g: PixelGrid) -> Rendered:
+        data, mask = image.render(g)
+        idx = [image.bands.index(b) for b in kept]
+        if match is None:
+            ldata = np.zeros((len(bands), g.height, g.width))
+            lmask = np.zeros(ldata.shape, dtype=bool)
+        else:
+            mdata, mmask = match.render(g)
+            sel = [match.bands.index(b) for b in bands]
+            ldata, lmask = mdata[sel], mmask[sel]
+        return np.concatenate([data[idx], ldata]), np.concatenate([mask[idx], lmask])
+
+    return Image(names, ptype, render)
 
 
 def sqrt(value: Any) -> Image:

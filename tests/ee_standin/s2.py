@@ -9,9 +9,20 @@ pixel's row and column, so any request grid is rendered by nearest neighbour wit
 Cloud zones (QA60 bit 10 opaque, bit 11 cirrus) mask an even number of the accepted images, so the count of
 clear observations is odd (5, 3 or 1) wherever there is one: the median is then one of the values, with no
 dependence on how Earth Engine breaks even counts. ``ZONE_ALL`` clouds all images of the first year only
-(no clear observation). ``ZONE_OTHER_BITS`` sets QA60 bits that are not clouds. Clouded observations are
-bright (≥ 9000 DN) so a cloud that slips through the mask changes the median. Inside ``ZONE_CHANGE`` every
-year after the first has a changed surface (``CHANGE_DN`` per band).
+(no clear observation). ``ZONE_OTHER_BITS`` sets QA60 bits that are not clouds. ``ZONE_SHADOW`` holds cloud
+shadows in two images: dark pixels that QA60 does not flag and Cloud Score+ does. Clouded observations are
+bright (≥ 9000 DN) and shadows dark, so one that slips through the mask changes the median. Inside
+``ZONE_CHANGE`` every year after the first has a changed surface (``CHANGE_DN`` per band).
+
+As in Earth Engine, QA60 is masked (empty) in scenes sensed from ``QA60_EMPTY_FROM`` to ``QA60_EMPTY_UNTIL``:
+the COPERNICUS/S2_HARMONIZED catalog page says QA60 "contained rasterized cloud mask polygons until Feb 2022,
+when these polygons stopped being produced. Starting in February 2024, legacy-consistent QA60 bands are
+constructed from the MSK_CLASSI cloud classification bands" (the S2_SR_HARMONIZED band table gives the
+masked dates). A Cloud Score+ collection (``GOOGLE/CLOUD_SCORE_PLUS/V1/S2_HARMONIZED``, bands ``cs`` and
+``cs_cdf``, 0 = occluded .. 1 = clear) has one image per scene with the scene's ``system:index``, "such that
+Cloud Score+ bands can be linked to source images based on their shared system:index" (its catalog page).
+Its ``cs_cdf`` is below 0.6 exactly where a pixel is clouded or shadowed, and at or above it elsewhere
+(including the hazy scene, which no mask flags).
 """
 
 from __future__ import annotations
@@ -30,7 +41,15 @@ from tests.ee_standin.mirror import PixelGrid
 from tests.ee_standin.values import Image, ImageElement, Rendered
 
 S2_COLLECTION = "COPERNICUS/S2_SR_HARMONIZED"
+CLOUD_SCORE_COLLECTION = "GOOGLE/CLOUD_SCORE_PLUS/V1/S2_HARMONIZED"
 BANDS = ("B2", "B3", "B4", "QA60")
+CLOUD_SCORE_BANDS = ("cs", "cs_cdf")
+QA60_EMPTY_FROM = datetime(2022, 1, 25, tzinfo=UTC)
+QA60_EMPTY_UNTIL = datetime(2024, 2, 28, 23, 59, 59, tzinfo=UTC)
+"""Scenes sensed in this span have QA60 fully masked in Earth Engine (processing baseline 04.00+ without
+the cloud polygons QA60 was rasterized from)."""
+CLEAR_CDF = 0.6
+"""cs_cdf of the synthetic scores: below this where clouded or shadowed, at or above it elsewhere."""
 RGB = ("B4", "B3", "B2")
 RESOLUTION_M = 10.0
 QA_CELL = 6  # QA60 is a 60 m band: 6 × 6 pixels of 10 m
@@ -40,12 +59,16 @@ REJECTED_PERCENT = 60.0
 BASE_DN = {"B2": 300, "B3": 500, "B4": 700}
 CHANGE_DN = {"B4": 1200, "B3": 700, "B2": -250}
 CLOUD_DN = 9000
+SHADOW_DN = 40
 # Zones as (row0, row1, col0, col1) fractions of the grid; masks per accepted image index: QA60 value.
 ZONE_TWO = (0.10, 0.30, 0.10, 0.30)
 ZONE_FOUR = (0.10, 0.30, 0.40, 0.60)
 ZONE_ALL = (0.10, 0.30, 0.70, 0.90)
 ZONE_OTHER_BITS = (0.40, 0.50, 0.40, 0.90)
 ZONE_CHANGE = (0.55, 0.80, 0.10, 0.35)
+ZONE_SHADOW = (0.55, 0.80, 0.50, 0.90)
+SHADOWED = (1, 3)
+"""Accepted images with a cloud shadow in ZONE_SHADOW (two: the clear count stays odd)."""
 CLOUD, CIRRUS = 1 << CLOUD_BIT, 1 << CIRRUS_BIT
 ZONE_QA = {
     ZONE_TWO: {0: CLOUD, 1: CIRRUS},
@@ -88,6 +111,7 @@ class S2Spec:
         return (cr >= r0) & (cr < r1) & (cc >= c0) & (cc < c1)
 
     def qa60(self, year: int, k: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """The cloud flags of image ``k`` (what QA60 holds where it is not masked)."""
         qa = np.zeros(rows.shape, dtype=np.int64)
         for z, per_image in ZONE_QA.items():
             if k in per_image:
@@ -95,6 +119,21 @@ class S2Spec:
         if year == self.years[0] and k < ACCEPTED:
             qa[self.zone(ZONE_ALL, rows, cols)] = CLOUD if k % 2 else CIRRUS
         return qa
+
+    def shadow(self, k: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return self.zone(ZONE_SHADOW, rows, cols) if k in SHADOWED else np.zeros(rows.shape, dtype=bool)
+
+    def cs_cdf(self, year: int, k: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Cloud Score+ ``cs_cdf`` of image ``k``: 0.25..0.54 where clouded or shadowed, 0.60..0.89 elsewhere
+        (exactly CLEAR_CDF on some clear pixels, which ``gte`` keeps)."""
+        occluded = ((self.qa60(year, k, rows, cols) & (CLOUD | CIRRUS)) != 0) | self.shadow(k, rows, cols)
+        step = ((rows * 3 + cols + k) % 30) / 100
+        return np.where(occluded, 0.25 + step, CLEAR_CDF + step)
+
+    def qa60_masked(self, year: int, k: int) -> bool:
+        """Whether Earth Engine serves image ``k``'s QA60 band fully masked (sensed in the QA60 gap)."""
+        start = datetime.fromtimestamp(self.properties(year, k)["system:time_start"] / 1000, tz=UTC)
+        return QA60_EMPTY_FROM <= start <= QA60_EMPTY_UNTIL
 
     def surface(self, year: int, band: str, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """The clear-sky DN of a year (before per-image noise)."""
@@ -114,6 +153,7 @@ class S2Spec:
             dn = self.surface(year, band, rows, cols) + noise
             if k == ACCEPTED:
                 dn = dn + 4000  # a hazy scene: wrong for a composite, but not flagged in QA60
+            dn = np.where(self.shadow(k, rows, cols), SHADOW_DN + (rows + cols + b) % 20, dn)
             out[band] = np.where(cloudy, CLOUD_DN + (rows + cols + k) % 500, dn)
         return out
 
@@ -140,18 +180,44 @@ class S2Spec:
         return np.clip(rows, 0, self.height - 1), np.clip(cols, 0, self.width - 1), inside
 
     def image(self, year: int, k: int) -> Image:
+        qa_masked = self.qa60_masked(year, k)
+
         def render(g: PixelGrid) -> Rendered:
             rows, cols, inside = self.pixels(g)
             obs = self.observation(year, k, rows, cols)
             data = np.stack([obs[b] for b in BANDS]).astype(np.float64)
-            return data, np.broadcast_to(inside, data.shape).copy()
+            mask = np.broadcast_to(inside, data.shape).copy()
+            if qa_masked:
+                mask[BANDS.index("QA60")] = False
+            return data, mask
 
         return Image(BANDS, "uint16", render)
+
+    def score_image(self, year: int, k: int) -> Image:
+        """The scene's Cloud Score+ image (float bands cs, cs_cdf; here cs = cs_cdf)."""
+
+        def render(g: PixelGrid) -> Rendered:
+            rows, cols, inside = self.pixels(g)
+            cdf = self.cs_cdf(year, k, rows, cols)
+            data = np.stack([cdf, cdf])
+            return data, np.broadcast_to(inside, data.shape).copy()
+
+        return Image(CLOUD_SCORE_BANDS, "float", render)
 
     def collection(self) -> tuple[ImageElement, ...]:
         footprint = self.footprint()
         return tuple(
             ImageElement(self.image(y, k), self.properties(y, k), footprint)
+            for y in self.years
+            for k in range(ACCEPTED + 1)
+        )
+
+    def score_collection(self) -> tuple[ImageElement, ...]:
+        """Cloud Score+: one image per scene, with the scene's system:index and time."""
+        footprint = self.footprint()
+        keep = ("system:index", "system:time_start")
+        return tuple(
+            ImageElement(self.score_image(y, k), {p: self.properties(y, k)[p] for p in keep}, footprint)
             for y in self.years
             for k in range(ACCEPTED + 1)
         )

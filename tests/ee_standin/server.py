@@ -13,6 +13,7 @@ import json
 import re
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,14 +27,19 @@ from affine import Affine
 
 from tests.ee_standin.evaluator import BYTES_PER_PIXEL, NPY_DTYPES, EEError, Evaluator, Image, to_json_value
 from tests.ee_standin.mirror import MirrorImage, PixelGrid, load_mirror
-from tests.ee_standin.s2 import S2_COLLECTION, S2Spec
+from tests.ee_standin.s2 import CLOUD_SCORE_COLLECTION, S2_COLLECTION, S2Spec
 
 AEF_COLLECTION = "GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL"
 MAX_REQUEST_BYTES = 50331648
-"""computePixels: uncompressed size limit (48 MB), counting one mask byte per pixel."""
+"""computePixels: uncompressed size limit (48 MB). Earth Engine counts pixels × Σ over bands of (bytes per
+value + 1): one mask byte per band, "1 must be added to the bytes per pixel (see EE server code
+ImageUtils.enforceRequestedSizeLimits)" (google/Xee#209 and the Earth Engine team's fix, google/Xee#210)."""
 MAX_GRID_SIDE = 32768
 """computePixels: at most this many pixels in either dimension."""
 MAX_BANDS = 1024
+S2_SYSTEM_VERSION = 1731000000000000
+CLOUD_SCORE_SYSTEM_VERSION = 1731500000000000
+"""system:version of the synthetic Sentinel-2 and Cloud Score+ collections (any fixed asset update times)."""
 STRIP_PIXELS = 1 << 16
 """Rows are rendered in strips of about this many pixels, so memory stays small for any request."""
 FAULT_MESSAGES = {
@@ -43,7 +49,19 @@ FAULT_MESSAGES = {
     "memory": (400, "INVALID_ARGUMENT", "User memory limit exceeded."),
     "timeout": (400, "INVALID_ARGUMENT", "Computation timed out."),
 }
-FAULT_KINDS = (*FAULT_MESSAGES, "drop")
+PERMISSION_DENIED = (
+    403,
+    "PERMISSION_DENIED",
+    "Permission 'earthengine.computations.create' denied on resource 'projects/{project}' (or it may not "
+    "exist).",
+)
+"""A 403 as Google Cloud APIs word an IAM denial: "Permission '<permission>' denied on resource '<resource>'
+(or it may not exist)." with status PERMISSION_DENIED (the common error model of Google APIs,
+cloud.google.com/apis/design/errors; earthengine.computations.create is the permission computePixels and
+value:compute need, per Earth Engine's access-control page)."""
+STALL_MAX_S = 120.0
+"""A stalled request holds its connection until the server is stopped, or this long, then drops it."""
+FAULT_KINDS = (*FAULT_MESSAGES, "drop", "stall", "permission")
 _EE_DIR = Path(ee.__file__).parent
 DISCOVERY_FILE = _EE_DIR / "tests" / "cloud_api_discovery_document.json"
 ALGORITHMS_FILE = _EE_DIR / "tests" / "algorithms.json"
@@ -71,6 +89,7 @@ class LogEntry:
     height: int = 0
     fault: str = ""
     message: str = ""
+    authorization: str = ""  # the request's Authorization header ("" when none was sent)
 
 
 def discovery_document() -> bytes:
@@ -83,9 +102,11 @@ class StandinServer:
 
     ``memory_limit_pixels``: computePixels requests with more pixels answer "User memory limit exceeded."
     (how Earth Engine fails a too-heavy tile). ``max_request_bytes`` lowers the size limit for tests.
-    ``token``: when set, requests must carry ``Authorization: Bearer <token>`` or get 401.
+    ``token``: when set, requests must carry ``Authorization: Bearer <token>`` or get 401; ``accept``: a test
+    of the bearer token instead (e.g. ``TokenServer.is_issued``: tokens issued by the local token endpoint).
     A synthetic ``COPERNICUS/S2_SR_HARMONIZED`` collection over the mirror's bounds and years is served too
-    (``s2``, see tests/ee_standin/s2.py).
+    (``s2``, see tests/ee_standin/s2.py). ``collection_properties``: the mirror collection's own properties
+    (default: ``system:version`` from the index's time).
     """
 
     def __init__(
@@ -97,15 +118,34 @@ class StandinServer:
         memory_limit_pixels: int | None = None,
         max_request_bytes: int = MAX_REQUEST_BYTES,
         token: str | None = None,
+        accept: Callable[[str], bool] | None = None,
+        collection_properties: dict | None = None,
     ) -> None:
         images = tuple(load_mirror(Path(mirror)))
         self.s2 = _s2_spec(images)
-        collections = {collection_id: images, S2_COLLECTION: self.s2.collection() if self.s2 else ()}
-        self.evaluator = Evaluator(collections)
+        collections = {
+            collection_id: images,
+            S2_COLLECTION: self.s2.collection() if self.s2 else (),
+            CLOUD_SCORE_COLLECTION: self.s2.score_collection() if self.s2 else (),
+        }
+        # Every Earth Engine asset carries "system:version", the time of its last update in microseconds
+        # (ee.data.getAsset / getInfo of an asset; used by changecat as the dataset's release). By default the
+        # mirror's index time; tests may set a collection's "version" property too.
+        if collection_properties is None:
+            mtime = (Path(mirror) / "aef_index.parquet").stat().st_mtime if images else 0.0
+            collection_properties = {"system:version": int(mtime * 1_000_000)}
+        self.collection_properties = collection_properties
+        properties = {
+            collection_id: collection_properties,
+            S2_COLLECTION: {"system:version": S2_SYSTEM_VERSION},
+            CLOUD_SCORE_COLLECTION: {"system:version": CLOUD_SCORE_SYSTEM_VERSION},
+        }
+        self.evaluator = Evaluator(collections, properties)
         self.faults: list[Fault] = list(faults or [])
         self.memory_limit_pixels = memory_limit_pixels
         self.max_request_bytes = max_request_bytes
         self.token = token
+        self.accept = accept
         self.log: list[LogEntry] = []
         self.in_flight = 0
         self.max_in_flight = 0  # most computePixels requests computed at once
@@ -114,6 +154,7 @@ class StandinServer:
         self._algorithms = ALGORITHMS_FILE.read_bytes()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
         self.httpd.daemon_threads = True
+        self.released = threading.Event()  # set by stop(): stalled requests end
         self._thread: threading.Thread | None = None
 
     @property
@@ -126,6 +167,7 @@ class StandinServer:
         return self
 
     def stop(self) -> None:
+        self.released.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -179,7 +221,7 @@ class StandinServer:
                 f"Total request width ({grid.width}) and height ({grid.height}) must each be less than "
                 f"or equal to {MAX_GRID_SIDE}."
             )
-        size = grid.width * grid.height * (BYTES_PER_PIXEL[image.ptype] * len(bands) + 1)
+        size = grid.width * grid.height * (BYTES_PER_PIXEL[image.ptype] + 1) * len(bands)
         if size > self.max_request_bytes:
             raise EEError(
                 f"Total request size ({size} bytes) must be less than or equal to "
@@ -258,6 +300,7 @@ def _handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
             m = _ROUTE.match(path)
             endpoint = m.group(3) if m else path
             entry = LogEntry(method, self.path, endpoint, 200, len(raw), 0)
+            entry.authorization = self.headers.get("Authorization") or ""
             try:
                 body, ctype = self._route(method, path, m, raw, entry)
                 code = 200
@@ -265,10 +308,13 @@ def _handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
                 code, ctype = exc.code, "application/json"
                 body = _error_body(exc.code, exc.status, exc.message)
                 entry.message = exc.message
-            except _Drop:
-                entry.status, entry.fault = 0, "drop"
+            except _Drop as drop:
+                entry.status, entry.fault = 0, "stall" if drop.stall else "drop"
                 with server.lock:
                     server.log.append(entry)
+                if drop.stall:
+                    # A stalled connection: accepted, request read, no answer (a hung backend or proxy).
+                    server.released.wait(STALL_MAX_S)
                 self.close_connection = True
                 return
             except Exception as exc:  # a bug of the stand-in: answer 500 and record it for the tests
@@ -295,7 +341,10 @@ def _handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
                 return b"{}", "application/json"
             if m is None:
                 raise EEError(f"Unknown path {path}.", code=404, status="NOT_FOUND")
-            if server.token and self.headers.get("Authorization") != f"Bearer {server.token}":
+            auth = entry.authorization
+            bearer = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
+            wanted = server.accept or (None if server.token is None else lambda t: t == server.token)
+            if wanted is not None and (bearer is None or not wanted(bearer)):
                 raise EEError(
                     "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
                     "cookie or other valid authentication credential.",
@@ -306,8 +355,11 @@ def _handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
             fault = server.take_fault(endpoint)
             if fault:
                 entry.fault = fault
-                if fault == "drop":
-                    raise _Drop
+                if fault in ("drop", "stall"):
+                    raise _Drop(stall=fault == "stall")
+                if fault == "permission":
+                    code, status, message = PERMISSION_DENIED
+                    raise EEError(message.format(project=m.group(2)), code=code, status=status)
                 code, status, message = FAULT_MESSAGES[fault]
                 raise EEError(message, code=code, status=status)
             if endpoint == "algorithms":
@@ -331,4 +383,9 @@ def _handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
 
 
 class _Drop(Exception):
-    """Close the connection without an answer (an injected dropped connection)."""
+    """Close the connection without an answer (an injected dropped connection), after holding it open
+    without answering when ``stall``."""
+
+    def __init__(self, stall: bool = False) -> None:
+        super().__init__()
+        self.stall = stall

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +55,7 @@ Element = MirrorImage | ImageElement
 @dataclass(frozen=True)
 class Collection:
     images: tuple[Element, ...]
+    properties: dict = field(default_factory=dict)  # a loaded collection's own (e.g. system:version)
 
 
 @dataclass(frozen=True)
