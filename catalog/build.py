@@ -1,9 +1,12 @@
 """Products in, pystac objects out: pure functions (the facts read from files come in as arguments).
 
 Conventions (STAC 1.1): an item spans 1 Jan of ``from_year`` to 31 Dec 23:59:59Z of ``to_year``; its
-``datetime`` is the end of that span, the moment the change is known at (so odc-stac's time axis and
-sorting by date show when a change was observed). Links and asset hrefs are relative (self-contained
-catalog); the standard layout is in ``catalog.layout``.
+``datetime`` is the end of that span, the moment the change is known at. Products of the same end year
+(cosine and angle, 2017→2024 and 2020→2024) share that datetime, so odc-stac's default ``groupby="time"``
+would fuse them into one slice: load them with ``groupby="id"`` (one slice per item) or group on a
+``change:`` property. Links and asset hrefs are relative (self-contained catalog); web pages are ``via``
+links with their media type (``derived_from`` is for STAC objects); the standard layout is in
+``catalog.layout``.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import PurePath
 from typing import Any
 
 import pystac
@@ -20,14 +22,23 @@ from pystac.utils import datetime_to_str, str_to_datetime
 from shapely.geometry import mapping
 
 from catalog import layout
-from catalog.datasets import dataset_info
+from catalog.datasets import DATASETS, dataset_info
 from catalog.extension import CHANGE_EXTENSION
 from catalog.files import FileFacts, RasterFacts
+from catalog.provenance import (
+    COG_MEDIA_TYPE,
+    HTML_MEDIA_TYPE,
+    ROOT_TITLE,
+    collection_title,
+    lineage,
+    publications,
+    source_links,
+)
 from catalog.render import change_renders
 from generator.errors import OutputError
 from generator.methods import METHODS
 from generator.product import CONTEXT_PREFIX, Product
-from generator.urls import public_href
+from generator.quicklook import OVERVIEW_NAME
 
 RASTER_EXTENSION = "https://stac-extensions.github.io/raster/v2.0.0/schema.json"
 PROJECTION_EXTENSION = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
@@ -46,10 +57,10 @@ ITEM_EXTENSIONS = [
 ]
 COLLECTION_EXTENSIONS = [CHANGE_EXTENSION, RASTER_EXTENSION, PROCESSING_EXTENSION, RENDER_EXTENSION]
 
-COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 PNG_MEDIA_TYPE = "image/png"
 CHANGE_ASSET = "change"
 THUMBNAIL_ASSET = "thumbnail"
+OVERVIEW_ASSET = "overview"
 NODATA = "nan"
 SOFTWARE = "changecat"
 EXPRESSION_FORMAT = "text/plain"
@@ -66,6 +77,7 @@ class ProductFacts:
     thumbnail: FileFacts
     raster: RasterFacts
     context: dict[str, tuple[FileFacts, RasterFacts]] = field(default_factory=dict)  # by asset key
+    overview: FileFacts | None = None  # the ≤ 1024 px quicklook beside the thumbnail, when there is one
 
 
 def _finite(value: float, what: str, product: Product) -> float:
@@ -91,9 +103,15 @@ def _change_asset(product: Product, facts: ProductFacts) -> pystac.Asset:
         "valid_percent": _finite(s.valid_percent, "valid_percent", product),
     }
     h = s.histogram
+    job, method = product.job, METHODS[product.job.method]
+    lo, hi = method.value_range
     return pystac.Asset(
         href="./" + product.cog_path.name,
-        title=f"Change ({product.job.method})",
+        title=f"Change ({job.method})",
+        description=(
+            f"{method.title} between {job.from_year} and {job.to_year}: {product.expression}. "
+            f"Values from {lo:g} (no change) to {hi:g}; NaN where a year has no data or outside the region."
+        ),
         media_type=COG_MEDIA_TYPE,
         roles=["data"],
         extra_fields={
@@ -117,13 +135,13 @@ def _change_asset(product: Product, facts: ProductFacts) -> pystac.Asset:
     )
 
 
-def _thumbnail_asset(product: Product, facts: ProductFacts) -> pystac.Asset:
+def _png_asset(href: str, title: str, role: str, file: FileFacts) -> pystac.Asset:
     return pystac.Asset(
-        href="./" + product.thumbnail_path.name,
-        title="Quicklook",
+        href=href,
+        title=title,
         media_type=PNG_MEDIA_TYPE,
-        roles=["thumbnail"],
-        extra_fields={"file:size": facts.thumbnail.size, "file:checksum": facts.thumbnail.checksum},
+        roles=[role],
+        extra_fields={"file:size": file.size, "file:checksum": file.checksum},
     )
 
 
@@ -139,7 +157,7 @@ def _context_asset(product: Product, key: str, facts: tuple[FileFacts, RasterFac
             "and cirrus bits clear, bands B4, B3, B2 as DN (reflectance × 10000); 0 = no clear observation."
         ),
         media_type=COG_MEDIA_TYPE,
-        roles=["visual"],
+        roles=["data", "reflectance"],  # DN numbers, not a display-ready image (STAC's "visual")
         extra_fields={
             "data_type": r.data_type,
             "nodata": 0,
@@ -154,14 +172,6 @@ def _context_asset(product: Product, key: str, facts: tuple[FileFacts, RasterFac
     )
 
 
-def _derived_from(product: Product) -> list[str]:
-    info = dataset_info(product.source.dataset)
-    hrefs = [public_href(h) for h in product.source.derived_from]
-    if info.page:
-        hrefs.append(info.page)
-    return list(dict.fromkeys(hrefs))  # unique, in order
-
-
 def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac.Item:
     """The STAC item of one product (assets ``change`` and ``thumbnail`` beside the item JSON)."""
     job = product.job
@@ -172,12 +182,7 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
     start, end = span(job.from_year, job.to_year)
     geometry = json.loads(json.dumps(mapping(job.region.geometry)))  # tuples → lists
     created = product.created.astimezone(UTC)
-    # A local folder means nothing to the catalog's readers (and tells them about the machine): not named.
-    location = (
-        "a local folder"
-        if PurePath(product.source.location).is_absolute()
-        else public_href(product.source.location)
-    )
+    info = dataset_info(product.source.dataset)
     properties: dict[str, Any] = {
         "title": f"{job.region.title}: change {job.from_year}→{job.to_year} ({job.method})",
         "description": (
@@ -200,20 +205,16 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
         ],
         "change:fingerprint": product.fingerprint,
         "processing:software": {SOFTWARE: product.software_version},
-        "processing:lineage": (
-            f"The {METHODS[job.method].inputs} of {job.from_year} and {job.to_year}, read from the "
-            f"{product.source.kind} source {location}, compared per pixel ({job.method}) on the region's "
-            f"{job.grid.crs} grid; pixels outside the region or without data are NaN."
-        ),
+        "processing:lineage": lineage(product),
         "processing:expression": {"format": EXPRESSION_FORMAT, "expression": product.expression},
         "processing:datetime": datetime_to_str(created),
         "renders": change_renders(CHANGE_ASSET),
+        "created": datetime_to_str(created),
+        "updated": datetime_to_str(created),
+        **publications(info),
     }
     extensions = list(ITEM_EXTENSIONS)
-    info = dataset_info(product.source.dataset)
-    if info.doi:
-        properties["sci:doi"] = info.doi
-        properties["sci:citation"] = info.citation
+    if "sci:publications" in properties:
         extensions.append(SCIENTIFIC_EXTENSION)
     item = pystac.Item(
         id=job.item_id,
@@ -227,14 +228,19 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
         collection=collection,
     )
     item.add_asset(CHANGE_ASSET, _change_asset(product, facts))
-    item.add_asset(THUMBNAIL_ASSET, _thumbnail_asset(product, facts))
+    thumb = "./" + product.thumbnail_path.name
+    item.add_asset(THUMBNAIL_ASSET, _png_asset(thumb, "Thumbnail", "thumbnail", facts.thumbnail))
+    if facts.overview is not None:
+        overview = "./" + OVERVIEW_NAME
+        item.add_asset(OVERVIEW_ASSET, _png_asset(overview, "Quicklook", "overview", facts.overview))
     for key in sorted(product.context):
         item.add_asset(key, _context_asset(product, key, facts.context[key]))
-    item.add_link(pystac.Link("root", layout.ITEM_TO_ROOT, media_type=layout.JSON_MEDIA_TYPE))
-    item.add_link(pystac.Link("parent", layout.ITEM_TO_COLLECTION, media_type=layout.JSON_MEDIA_TYPE))
-    item.add_link(pystac.Link("collection", layout.ITEM_TO_COLLECTION, media_type=layout.JSON_MEDIA_TYPE))
-    for href in _derived_from(product):
-        item.add_link(pystac.Link("derived_from", href, title="Source data"))
+    json_type, coll_title = layout.JSON_MEDIA_TYPE, collection_title(info)
+    item.add_link(pystac.Link("root", layout.ITEM_TO_ROOT, media_type=json_type, title=ROOT_TITLE))
+    for rel in ("parent", "collection"):
+        item.add_link(pystac.Link(rel, layout.ITEM_TO_COLLECTION, media_type=json_type, title=coll_title))
+    for link in source_links(product):
+        item.add_link(link)
     return item
 
 
@@ -259,7 +265,10 @@ def _item_assets(items: list[pystac.Item]) -> dict[str, pystac.ItemAssetDefiniti
             extra_fields=change_fields,
         ),
         THUMBNAIL_ASSET: pystac.ItemAssetDefinition.create(
-            title="Quicklook", description=None, media_type=PNG_MEDIA_TYPE, roles=["thumbnail"]
+            title="Thumbnail", description=None, media_type=PNG_MEDIA_TYPE, roles=["thumbnail"]
+        ),
+        OVERVIEW_ASSET: pystac.ItemAssetDefinition.create(
+            title="Quicklook", description=None, media_type=PNG_MEDIA_TYPE, roles=["overview"]
         ),
     }
 
@@ -315,14 +324,16 @@ def build_collection(collection: str, items: list[pystac.Item]) -> pystac.Collec
                 description=info.attribution or None,
             ),
         )
-    extra: dict[str, Any] = {"renders": change_renders(CHANGE_ASSET)}
+    created = [str_to_datetime(c) for i in items if isinstance(c := i.properties.get("created"), str)]
+    extra: dict[str, Any] = {"renders": change_renders(CHANGE_ASSET), **publications(info)}
+    if created:
+        extra.update({"created": datetime_to_str(min(created)), "updated": datetime_to_str(max(created))})
     extensions = list(COLLECTION_EXTENSIONS)
-    if info.doi:
-        extra.update({"sci:doi": info.doi, "sci:citation": info.citation})
+    if "sci:publications" in extra:
         extensions.append(SCIENTIFIC_EXTENSION)
     coll = pystac.Collection(
         id=collection,
-        title=f"Change maps from {info.title}",
+        title=collection_title(info),
         description=(
             f"Per-pixel change between pairs of years of {', '.join(datasets)}, one item per region, "
             "year pair and method, as Cloud-Optimized GeoTIFFs with statistics and quicklooks. "
@@ -337,32 +348,68 @@ def build_collection(collection: str, items: list[pystac.Item]) -> pystac.Collec
         extra_fields=extra,
     )
     coll.item_assets = _item_assets(items)
+    showcase = _showcase(items)
+    if showcase is not None:
+        thumb = showcase.assets[THUMBNAIL_ASSET]
+        coll.add_asset(
+            THUMBNAIL_ASSET,
+            pystac.Asset(
+                href=f"./{showcase.id}/{thumb.href.removeprefix('./')}",
+                title=f"Thumbnail: {showcase.properties.get('title', showcase.id)}",
+                media_type=PNG_MEDIA_TYPE,
+                roles=["thumbnail"],
+            ),
+        )
     coll.remove_links("root")
-    coll.add_link(pystac.Link("root", layout.COLLECTION_TO_ROOT, media_type=layout.JSON_MEDIA_TYPE))
-    coll.add_link(pystac.Link("parent", layout.COLLECTION_TO_ROOT, media_type=layout.JSON_MEDIA_TYPE))
+    json_type = layout.JSON_MEDIA_TYPE
+    for rel in ("root", "parent"):
+        coll.add_link(pystac.Link(rel, layout.COLLECTION_TO_ROOT, media_type=json_type, title=ROOT_TITLE))
     if info.license_url:
-        coll.add_link(pystac.Link("license", info.license_url, media_type="text/html", title=info.license))
-    derived = dict.fromkeys(
-        link.get_href(transform_href=False) for i in items for link in i.links if link.rel == "derived_from"
-    )
-    for href in derived:
-        coll.add_link(pystac.Link("derived_from", href, title="Source data"))
+        license_link = pystac.Link(
+            "license", info.license_url, media_type=HTML_MEDIA_TYPE, title=info.license
+        )
+        coll.add_link(license_link)
+    seen = set()
+    for link in (link for i in items for link in i.links if link.rel == "via"):
+        href = link.get_href(transform_href=False)
+        if href not in seen:
+            seen.add(href)
+            coll.add_link(pystac.Link("via", href, media_type=link.media_type, title=link.title))
     for item in items:
         coll.add_link(
-            pystac.Link("item", layout.collection_to_item(item.id), media_type=layout.GEOJSON_MEDIA_TYPE)
+            pystac.Link(
+                "item",
+                layout.collection_to_item(item.id),
+                media_type=layout.GEOJSON_MEDIA_TYPE,
+                title=str(item.properties.get("title", item.id)),
+            )
         )
     return coll
+
+
+def _showcase(items: list[pystac.Item]) -> pystac.Item | None:
+    """The item whose thumbnail stands for the collection: the latest change, then the largest region."""
+    with_thumb = [i for i in items if THUMBNAIL_ASSET in i.assets]
+    if not with_thumb:
+        return None
+    return max(with_thumb, key=lambda i: (_item_span(i)[1], _area(i), i.id))
+
+
+def _area(item: pystac.Item) -> float:
+    b = item.bbox or [0, 0, 0, 0]
+    return (b[2] - b[0]) * (b[3] - b[1])
 
 
 def build_catalog(catalog_id: str, title: str, description: str, collections: list[str]) -> pystac.Catalog:
     """The root catalog, linking each collection folder."""
     cat = pystac.Catalog(id=catalog_id, title=title, description=description)
     cat.remove_links("root")
-    cat.add_link(pystac.Link("root", "./" + layout.CATALOG_FILE, media_type=layout.JSON_MEDIA_TYPE))
+    json_type = layout.JSON_MEDIA_TYPE
+    cat.add_link(pystac.Link("root", "./" + layout.CATALOG_FILE, media_type=json_type, title=title))
+    titles = {layout.collection_id(d): collection_title(info) for d, info in DATASETS.items()}
     for cid in sorted(set(collections)):
-        cat.add_link(
-            pystac.Link("child", layout.catalog_to_collection(cid), media_type=layout.JSON_MEDIA_TYPE)
-        )
+        link = layout.catalog_to_collection(cid)
+        cat.add_link(pystac.Link("child", link, media_type=json_type, title=titles.get(cid, cid)))
     return cat
 
 

@@ -18,6 +18,7 @@ from catalog.files import file_facts, raster_facts, read_json, write_json_atomic
 from catalog.walk import iter_all_items, iter_items, link_targets
 from generator.errors import OutputError
 from generator.product import Product
+from generator.quicklook import overview_path
 
 
 def load_fingerprints(root: Path) -> dict[str, str]:
@@ -45,6 +46,7 @@ def product_facts(product: Product, folder: Path) -> ProductFacts:
         thumbnail=file_facts(product.thumbnail_path),
         raster=raster_facts(product.cog_path),
         context={key: (file_facts(p), raster_facts(p)) for key, p in product.context.items()},
+        overview=file_facts(o) if (o := overview_path(product.thumbnail_path)).is_file() else None,
     )
 
 
