@@ -25,6 +25,7 @@ from catalog import layout
 from catalog.datasets import DATASETS, dataset_info
 from catalog.extension import CHANGE_EXTENSION
 from catalog.files import FileFacts, RasterFacts
+from catalog.geoparquet import ITEMS_ASSET, items_asset
 from catalog.provenance import (
     COG_MEDIA_TYPE,
     HTML_MEDIA_TYPE,
@@ -80,11 +81,27 @@ class ProductFacts:
     overview: FileFacts | None = None  # the ≤ 1024 px quicklook beside the thumbnail, when there is one
 
 
+SIGNIFICANT_DIGITS = 7
+"""Figures are recorded to 7 significant digits: the precision of the float32 change values."""
+
+CATALOG_HISTOGRAM_BUCKETS = 64
+"""Buckets of ``raster:histogram`` in the catalog: an exact regrouping of the computed 256, so the item
+stays under 8 KB (each bucket is a line of the item's JSON)."""
+
+
 def _finite(value: float, what: str, product: Product) -> float:
     value = float(value)
     if not math.isfinite(value):
         raise OutputError(f"product {product.job.item_id}: {what} is {value}, expected a finite number")
-    return value
+    return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+
+
+def regroup(buckets: list[int], target: int = CATALOG_HISTOGRAM_BUCKETS) -> list[int]:
+    """Sum neighbouring buckets down to ``target`` when it divides their number; else keep them."""
+    if len(buckets) <= target or len(buckets) % target:
+        return [int(b) for b in buckets]
+    step = len(buckets) // target
+    return [int(sum(buckets[i : i + step])) for i in range(0, len(buckets), step)]
 
 
 def span(from_year: int, to_year: int) -> tuple[datetime, datetime]:
@@ -103,6 +120,7 @@ def _change_asset(product: Product, facts: ProductFacts) -> pystac.Asset:
         "valid_percent": _finite(s.valid_percent, "valid_percent", product),
     }
     h = s.histogram
+    buckets = regroup(h.buckets)
     job, method = product.job, METHODS[product.job.method]
     lo, hi = method.value_range
     return pystac.Asset(
@@ -121,10 +139,10 @@ def _change_asset(product: Product, facts: ProductFacts) -> pystac.Asset:
             "raster:sampling": "area",
             "raster:spatial_resolution": r.resolution,
             "raster:histogram": {
-                "count": len(h.buckets),
+                "count": len(buckets),
                 "min": _finite(h.minimum, "histogram minimum", product),
                 "max": _finite(h.maximum, "histogram maximum", product),
-                "buckets": [int(b) for b in h.buckets],
+                "buckets": buckets,
             },
             "proj:code": r.code,
             "proj:shape": list(r.shape),
@@ -187,7 +205,7 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
         "title": f"{job.region.title}: change {job.from_year}→{job.to_year} ({job.method})",
         "description": (
             f"Per-pixel change of {product.source.dataset} in region '{job.region.id}' "
-            f"between {job.from_year} and {job.to_year}, method {job.method}: {product.expression}."
+            f"between {job.from_year} and {job.to_year}, method {job.method}."
         ),
         "change:region": job.region.id,
         "change:from_year": job.from_year,
@@ -211,11 +229,8 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
         "renders": change_renders(CHANGE_ASSET),
         "created": datetime_to_str(created),
         "updated": datetime_to_str(created),
-        **publications(info),
     }
-    extensions = list(ITEM_EXTENSIONS)
-    if "sci:publications" in properties:
-        extensions.append(SCIENTIFIC_EXTENSION)
+    extensions = list(ITEM_EXTENSIONS)  # the paper (sci:publications) is on the collection, said once
     item = pystac.Item(
         id=job.item_id,
         geometry=geometry,
@@ -360,6 +375,7 @@ def build_collection(collection: str, items: list[pystac.Item]) -> pystac.Collec
                 roles=["thumbnail"],
             ),
         )
+    coll.add_asset(ITEMS_ASSET, items_asset())  # written by the store just before this collection
     coll.remove_links("root")
     json_type = layout.JSON_MEDIA_TYPE
     for rel in ("root", "parent"):

@@ -15,6 +15,7 @@ import pystac
 from catalog import layout
 from catalog.build import ProductFacts, build_catalog, build_collection, build_item, to_json
 from catalog.files import file_facts, raster_facts, read_json, write_json_atomic
+from catalog.geoparquet import refresh_items_file
 from catalog.walk import iter_all_items, iter_items, link_targets
 from generator.errors import OutputError
 from generator.product import Product
@@ -94,6 +95,7 @@ class CatalogStore:
                 item = build_item(product, product_facts(product, folder), coll)
                 write_json_atomic(folder / f"{item.id}.json", to_json(item))
                 items[item.id] = item
+            refresh_items_file(self.root, coll, items.values())  # stac-geoparquet, before its collection
             collection = build_collection(coll, list(items.values()))
             write_json_atomic(layout.collection_json(self.root, coll), to_json(collection))
         collections = [*_existing_collections(self.root), *by_collection]

@@ -41,3 +41,11 @@ class ValidationError(ChangecatError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__(f"{len(problems)} validation problem(s):\n" + "\n".join(problems))
         self.problems = problems
+
+
+class PublishError(ChangecatError):
+    """A catalog cannot be published (bad destination or base URL, the store refused a request)."""
+
+
+class SearchError(ChangecatError):
+    """A catalog cannot be searched (no catalog there, no stac-geoparquet file, unreadable file)."""
