@@ -1,5 +1,6 @@
 """Publish a local catalog to object storage (s3://, gs://, az://) or a folder, as a "relative published"
-STAC catalog: the root carries an absolute ``self`` link, every other href stays relative.
+STAC catalog: the root and the collections carry an absolute ``self`` link (stac-check and STAC Browser
+want one on catalogs and collections), every other href stays relative.
 
 Order: assets (COGs, PNGs, stac-geoparquet files, our extension schema) first, then items, collections and
 the root last, so a reader never follows a link to an object that is not there yet. An object already
@@ -92,8 +93,8 @@ def _dumps(doc: dict[str, Any]) -> bytes:
 
 
 def published_json(doc: dict[str, Any], schema_url: str, self_href: str | None = None) -> dict[str, Any]:
-    """A catalog object as published: our extension points to its published schema; the root gets an
-    absolute ``self`` link (others keep relative links only)."""
+    """A catalog object as published: our extension points to its published schema; with ``self_href``
+    an absolute ``self`` link comes first."""
     doc = json.loads(json.dumps(doc))
     if "stac_extensions" in doc:
         doc["stac_extensions"] = [schema_url if e == CHANGE_EXTENSION else e for e in doc["stac_extensions"]]
@@ -172,7 +173,8 @@ def plan(catalog_dir: Path, base_url: str) -> list[Upload]:
         coll_url = urljoin(base, coll_path.parent.relative_to(root).as_posix() + "/")
         published_items = [published_json(i, schema_url) for i in items]
         add(coll_path.parent / ITEMS_FILE, _parquet_bytes(published_items, coll_url), "asset")
-        add(coll_path, _dumps(published_json(coll, schema_url)), "collection", cache=JSON_CACHE_CONTROL)
+        coll_doc = published_json(coll, schema_url, self_href=urljoin(coll_url, coll_path.name))
+        add(coll_path, _dumps(coll_doc), "collection", cache=JSON_CACHE_CONTROL)
     catalog = published_json(
         read_json(catalog_path), schema_url, self_href=urljoin(base, layout.CATALOG_FILE)
     )
