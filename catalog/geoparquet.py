@@ -49,7 +49,9 @@ def _rebase(href: str, item_folder: str, base: str) -> str:
     if urlsplit(href).scheme or href.startswith("/"):
         return href
     rel = posixpath.normpath(posixpath.join(item_folder, href))
-    return urljoin(base, rel) if base else "./" + rel
+    if base:
+        return urljoin(base, rel)
+    return rel if rel.startswith("..") else "./" + rel
 
 
 def rows(items: Iterable[dict[str, Any]], base: str = "") -> list[dict[str, Any]]:
