@@ -30,14 +30,14 @@ from catalog.walk import iter_all_items
 from changecat.cli import cli
 from generator.errors import PublishError
 from tests.catalog_helpers import make_product
-from tests.publish_helpers import build_demo, http_get, multihash, stac_check, start_s3, use_s3, walk_urls
+from tests.publish_helpers import http_get, multihash, stac_check, start_s3, use_s3, walk_urls
 
 BUCKET = "published-catalogs"
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_demo(tmp_path_factory.mktemp("demo"))
+def demo(demo_catalog: Path) -> Path:
+    return demo_catalog
 
 
 @pytest.fixture(scope="module")

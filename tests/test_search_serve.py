@@ -22,7 +22,7 @@ from catalog.store import save_catalog
 from changecat.cli import cli
 from generator.errors import SearchError
 from tests.catalog_helpers import make_product
-from tests.publish_helpers import build_demo, http_get, multihash, stac_check, walk_urls
+from tests.publish_helpers import http_get, multihash, stac_check, walk_urls
 
 COLL = "google-satellite-embedding-v1-annual"
 
@@ -161,13 +161,10 @@ def test_serve_cli_refuses_a_missing_folder(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "does not exist" in result.output
 
 
-def test_stac_check_finds_nothing_on_the_served_demo(
-    tmp_path_factory: pytest.TempPathFactory, stac_schemas: Path
-) -> None:
+def test_stac_check_finds_nothing_on_the_served_demo(demo_catalog: Path, stac_schemas: Path) -> None:
     """The demo as `changecat serve` shows it (the on-disk catalog is self-contained: STAC's best practices
     keep absolute self links out of it, and stac-check asks for them on catalogs and collections)."""
-    demo = build_demo(tmp_path_factory.mktemp("demo-serve"))
-    server = CatalogServer(demo, port=0)
+    server = CatalogServer(demo_catalog, port=0)
     thread = server.start()
     try:
         urls = walk_urls(server.catalog_url)
