@@ -12,7 +12,6 @@ links with their media type (``derived_from`` is for STAC objects); the standard
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +21,7 @@ from pystac.utils import datetime_to_str, str_to_datetime
 from shapely.geometry import mapping
 
 from catalog import layout
+from catalog.assets import NODATA, PNG_MEDIA_TYPE, change_asset, context_asset, finite, png_asset
 from catalog.datasets import DATASETS, dataset_info
 from catalog.extension import CHANGE_EXTENSION
 from catalog.files import FileFacts, RasterFacts
@@ -37,8 +37,7 @@ from catalog.provenance import (
 )
 from catalog.render import change_renders
 from generator.errors import OutputError
-from generator.methods import METHODS
-from generator.product import CONTEXT_PREFIX, Product
+from generator.product import Product
 from generator.quicklook import OVERVIEW_NAME
 
 RASTER_EXTENSION = "https://stac-extensions.github.io/raster/v2.0.0/schema.json"
@@ -58,15 +57,12 @@ ITEM_EXTENSIONS = [
 ]
 COLLECTION_EXTENSIONS = [CHANGE_EXTENSION, RASTER_EXTENSION, PROCESSING_EXTENSION, RENDER_EXTENSION]
 
-PNG_MEDIA_TYPE = "image/png"
 CHANGE_ASSET = "change"
 THUMBNAIL_ASSET = "thumbnail"
 OVERVIEW_ASSET = "overview"
-NODATA = "nan"
 SOFTWARE = "changecat"
 EXPRESSION_FORMAT = "text/plain"
 """processing:expression format: the method's formula as human-readable text (Product.expression)."""
-S2_RGB = (("B4", "red"), ("B3", "green"), ("B2", "blue"))
 KEYWORDS = ["change detection", "satellite embeddings", "embedding", "land cover change", "COG"]
 
 
@@ -81,113 +77,9 @@ class ProductFacts:
     overview: FileFacts | None = None  # the ≤ 1024 px quicklook beside the thumbnail, when there is one
 
 
-SIGNIFICANT_DIGITS = 7
-"""Figures are recorded to 7 significant digits: the precision of the float32 change values."""
-
-CATALOG_HISTOGRAM_BUCKETS = 64
-"""Buckets of ``raster:histogram`` in the catalog: an exact regrouping of the computed 256, so the item
-stays under 8 KB (each bucket is a line of the item's JSON)."""
-
-
-def _finite(value: float, what: str, product: Product) -> float:
-    value = float(value)
-    if not math.isfinite(value):
-        raise OutputError(f"product {product.job.item_id}: {what} is {value}, expected a finite number")
-    return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
-
-
-def regroup(buckets: list[int], target: int = CATALOG_HISTOGRAM_BUCKETS) -> list[int]:
-    """Sum neighbouring buckets down to ``target`` when it divides their number; else keep them."""
-    if len(buckets) <= target or len(buckets) % target:
-        return [int(b) for b in buckets]
-    step = len(buckets) // target
-    return [int(sum(buckets[i : i + step])) for i in range(0, len(buckets), step)]
-
-
 def span(from_year: int, to_year: int) -> tuple[datetime, datetime]:
     """1 Jan 00:00:00Z of the first year and 31 Dec 23:59:59Z of the second."""
     return datetime(from_year, 1, 1, tzinfo=UTC), datetime(to_year, 12, 31, 23, 59, 59, tzinfo=UTC)
-
-
-def _change_asset(product: Product, facts: ProductFacts) -> pystac.Asset:
-    s, r = product.stats, facts.raster
-    statistics = {
-        "minimum": _finite(s.minimum, "minimum", product),
-        "maximum": _finite(s.maximum, "maximum", product),
-        "mean": _finite(s.mean, "mean", product),
-        "stddev": _finite(s.stddev, "stddev", product),
-        "count": int(s.count),
-        "valid_percent": _finite(s.valid_percent, "valid_percent", product),
-    }
-    h = s.histogram
-    buckets = regroup(h.buckets)
-    job, method = product.job, METHODS[product.job.method]
-    lo, hi = method.value_range
-    return pystac.Asset(
-        href="./" + product.cog_path.name,
-        title=f"Change ({job.method})",
-        description=(
-            f"{method.title} between {job.from_year} and {job.to_year}: {product.expression}. "
-            f"Values from {lo:g} (no change) to {hi:g}; NaN where a year has no data or outside the region."
-        ),
-        media_type=COG_MEDIA_TYPE,
-        roles=["data"],
-        extra_fields={
-            "data_type": r.data_type,
-            "nodata": NODATA,
-            "statistics": statistics,
-            "raster:sampling": "area",
-            "raster:spatial_resolution": r.resolution,
-            "raster:histogram": {
-                "count": len(buckets),
-                "min": _finite(h.minimum, "histogram minimum", product),
-                "max": _finite(h.maximum, "histogram maximum", product),
-                "buckets": buckets,
-            },
-            "proj:code": r.code,
-            "proj:shape": list(r.shape),
-            "proj:transform": list(r.transform),
-            "file:size": facts.cog.size,
-            "file:checksum": facts.cog.checksum,
-        },
-    )
-
-
-def _png_asset(href: str, title: str, role: str, file: FileFacts) -> pystac.Asset:
-    return pystac.Asset(
-        href=href,
-        title=title,
-        media_type=PNG_MEDIA_TYPE,
-        roles=[role],
-        extra_fields={"file:size": file.size, "file:checksum": file.checksum},
-    )
-
-
-def _context_asset(product: Product, key: str, facts: tuple[FileFacts, RasterFacts]) -> pystac.Asset:
-    """A year's Sentinel-2 RGB composite, shown beside the change map as the blog did."""
-    file, r = facts
-    year = key.removeprefix(CONTEXT_PREFIX)
-    return pystac.Asset(
-        href="./" + product.context[key].name,
-        title=f"Sentinel-2 median RGB {year} (cloud-masked)",
-        description=(
-            f"Median of the {year} Sentinel-2 L2A scenes (COPERNICUS/S2_SR_HARMONIZED) with QA60 cloud "
-            "and cirrus bits clear, bands B4, B3, B2 as DN (reflectance × 10000); 0 = no clear observation."
-        ),
-        media_type=COG_MEDIA_TYPE,
-        roles=["data", "reflectance"],  # DN numbers, not a display-ready image (STAC's "visual")
-        extra_fields={
-            "data_type": r.data_type,
-            "nodata": 0,
-            "bands": [{"name": b, "description": f"Sentinel-2 {b} ({c})"} for b, c in S2_RGB],
-            "raster:spatial_resolution": r.resolution,
-            "proj:code": r.code,
-            "proj:shape": list(r.shape),
-            "proj:transform": list(r.transform),
-            "file:size": file.size,
-            "file:checksum": file.checksum,
-        },
-    )
 
 
 def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac.Item:
@@ -212,12 +104,12 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
         "change:to_year": job.to_year,
         "change:method": job.method,
         "change:dataset": product.source.dataset,
-        "change:percentiles": {k: _finite(v, k, product) for k, v in product.stats.percentiles.items()},
+        "change:percentiles": {k: finite(v, k, product) for k, v in product.stats.percentiles.items()},
         "change:changed_area": [
             {
                 "threshold": float(a.threshold),
-                "area_km2": _finite(a.area_km2, "changed area", product),
-                "fraction": _finite(a.fraction, "changed fraction", product),
+                "area_km2": finite(a.area_km2, "changed area", product),
+                "fraction": finite(a.fraction, "changed fraction", product),
             }
             for a in product.stats.changed_area
         ],
@@ -242,14 +134,14 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
         stac_extensions=extensions,
         collection=collection,
     )
-    item.add_asset(CHANGE_ASSET, _change_asset(product, facts))
+    item.add_asset(CHANGE_ASSET, change_asset(product, facts.cog, facts.raster))
     thumb = "./" + product.thumbnail_path.name
-    item.add_asset(THUMBNAIL_ASSET, _png_asset(thumb, "Thumbnail", "thumbnail", facts.thumbnail))
+    item.add_asset(THUMBNAIL_ASSET, png_asset(thumb, "Thumbnail", "thumbnail", facts.thumbnail))
     if facts.overview is not None:
         overview = "./" + OVERVIEW_NAME
-        item.add_asset(OVERVIEW_ASSET, _png_asset(overview, "Quicklook", "overview", facts.overview))
+        item.add_asset(OVERVIEW_ASSET, png_asset(overview, "Quicklook", "overview", facts.overview))
     for key in sorted(product.context):
-        item.add_asset(key, _context_asset(product, key, facts.context[key]))
+        item.add_asset(key, context_asset(product, key, facts.context[key]))
     json_type, coll_title = layout.JSON_MEDIA_TYPE, collection_title(info)
     item.add_link(pystac.Link("root", layout.ITEM_TO_ROOT, media_type=json_type, title=ROOT_TITLE))
     for rel in ("parent", "collection"):

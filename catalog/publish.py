@@ -25,11 +25,11 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from catalog import layout
-from catalog.build import COG_MEDIA_TYPE, PNG_MEDIA_TYPE
+from catalog.assets import PNG_MEDIA_TYPE
 from catalog.extension import CHANGE_EXTENSION, own_schemas
 from catalog.files import SHA256_MULTIHASH_PREFIX, read_json, sha256_multihash
 from catalog.geoparquet import ITEMS_FILE, items_table
-from catalog.provenance import PARQUET_MEDIA_TYPE
+from catalog.provenance import COG_MEDIA_TYPE, PARQUET_MEDIA_TYPE
 from catalog.walk import is_local_relative, iter_collections, iter_items
 from generator.errors import PublishError
 from generator.fsmode import make_public

@@ -11,13 +11,13 @@ import jsonschema
 import pytest
 from rasterio.crs import CRS
 
+from catalog.assets import regroup
 from catalog.build import (
     CHANGE_ASSET,
     ProductFacts,
     build_catalog,
     build_collection,
     build_item,
-    regroup,
     to_json,
 )
 from catalog.datasets import AEF_INFO
