@@ -40,8 +40,9 @@ clean:
 # package built once into build/stac-browser/dist and reused. A step that cannot run leaves its reason in
 # build/stac-browser/SKIPPED (the test skips with it) rather than failing `make test`.
 STAC_BROWSER_VERSION := 4.0.1
+OL_STAC_VERSION := 1.1.0
 .PHONY: stac-browser
 stac-browser:
-	bash tests/browser/setup_stac_browser.sh build/stac-browser $(STAC_BROWSER_VERSION)
+	bash tests/browser/setup_stac_browser.sh build/stac-browser $(STAC_BROWSER_VERSION) $(OL_STAC_VERSION)
 
 test: stac-browser

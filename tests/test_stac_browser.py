@@ -38,6 +38,7 @@ MAX_PAGE_HEIGHT = 5_000
 LOAD_TIMEOUT_MS = 90_000
 """Generous: the machine is shared, and STAC Browser's first load parses a few MB of JavaScript."""
 COLLECTION = "google-satellite-embedding-v1-annual"
+FOREST_TITLE = "Forest with a 2024 fire: change 2017→2024 (cosine)"
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +54,15 @@ def dist() -> Path:
     return STAC_BROWSER / "dist"
 
 
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
 def browser_url(dist: Path) -> Iterator[str]:
     """STAC Browser's built files on 127.0.0.1."""
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(dist))
-    handler.log_message = lambda *a: None  # type: ignore[method-assign]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(dist)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/"
@@ -84,7 +88,7 @@ def page(dist: Path, browser_url: str, served: CatalogServer) -> Iterator[dict]:
     SCREENS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context = browser.new_context(viewport={"width": 1920, "height": 1080})
         state: dict = {"errors": [], "aborted": set(), "cog_ranges": 0, "thumbnails": set()}
 
         def route(r) -> None:
@@ -113,6 +117,15 @@ def page(dist: Path, browser_url: str, served: CatalogServer) -> Iterator[dict]:
         browser.close()
 
 
+def scroll_through(pg) -> None:
+    """Scroll to the bottom a viewport at a time, letting lazily loaded content arrive."""
+    for _ in range(MAX_PAGE_HEIGHT // 600 + 1):
+        pg.mouse.wheel(0, 600)
+        pg.wait_for_timeout(400)
+    pg.wait_for_load_state("networkidle", timeout=LOAD_TIMEOUT_MS)
+    pg.evaluate("window.scrollTo(0, 0)")
+
+
 def page_height(pg) -> int:
     return int(pg.evaluate("Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)"))
 
@@ -130,8 +143,8 @@ def test_collection_lists_every_item_with_its_thumbnail(page: dict, served: Cata
     pg = page["page"]
     page["open"](f"{served.base_url}{COLLECTION}/collection.json")
     pg.get_by_text("Change maps from AlphaEarth Foundations").first.wait_for(timeout=LOAD_TIMEOUT_MS)
-    pg.get_by_text("Forest: change 2017→2024 (cosine)").first.wait_for(timeout=LOAD_TIMEOUT_MS)
-    pg.wait_for_load_state("networkidle", timeout=LOAD_TIMEOUT_MS)
+    pg.get_by_text(FOREST_TITLE).first.wait_for(timeout=LOAD_TIMEOUT_MS)
+    scroll_through(pg)  # item cards load their item (and quicklook) when they come into view
     pg.screenshot(path=str(SCREENS / "collection.png"), full_page=True)
     text = pg.inner_text("body")
     assert page_height(pg) < MAX_PAGE_HEIGHT
@@ -149,9 +162,12 @@ def test_item_page_shows_the_cog_on_the_map(page: dict, served: CatalogServer) -
     pg = page["page"]
     before = page["cog_ranges"]
     page["open"](f"{served.base_url}{COLLECTION}/forest_2017_2024_cosine/forest_2017_2024_cosine.json")
-    pg.get_by_text("Forest: change 2017→2024 (cosine)").first.wait_for(timeout=LOAD_TIMEOUT_MS)
+    pg.get_by_text(FOREST_TITLE).first.wait_for(timeout=LOAD_TIMEOUT_MS)
     pg.wait_for_load_state("networkidle", timeout=LOAD_TIMEOUT_MS)
     pg.locator(".ol-viewport canvas").first.wait_for(timeout=LOAD_TIMEOUT_MS)
+    pg.get_by_role("button", name="Show on map").first.click()  # the change asset, as a user would
+    pg.wait_for_timeout(2_000)
+    pg.wait_for_load_state("networkidle", timeout=LOAD_TIMEOUT_MS)
     pg.screenshot(path=str(SCREENS / "item.png"), full_page=True)
     assert page_height(pg) < MAX_PAGE_HEIGHT
     assert page["cog_ranges"] > before  # the map read the COG by byte ranges from our server

@@ -5,6 +5,8 @@
 set -u
 OUT="$1"
 VERSION="$2"
+OL_STAC="$3"
+PINS="@radiantearth/stac-browser@$VERSION ol-stac@$OL_STAC"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 LOG="$OUT/setup.log"
@@ -23,19 +25,21 @@ apt_install() {  # Debian packages, only when missing; needs root (CI and the de
 command -v chromium >/dev/null 2>&1 || apt_install chromium || skip "cannot install Debian's chromium"
 command -v npm >/dev/null 2>&1 || apt_install nodejs npm || skip "cannot install Debian's nodejs and npm"
 
-if [ ! -f "$OUT/dist/index.html" ]; then
+if [ "$(cat "$OUT/dist/.pins" 2>/dev/null)" != "$PINS" ]; then  # built once per set of pinned versions
   SRC="$OUT/src"
   rm -rf "$SRC" && mkdir -p "$SRC"
   # The npm package is the source: unpack it, install its dependencies, then run its build script.
   (cd "$SRC" && npm pack "@radiantearth/stac-browser@$VERSION" >>"$LOG" 2>&1 && tar xzf ./*.tgz) \
     || skip "cannot fetch @radiantearth/stac-browser@$VERSION from the npm registry"
   cd "$SRC/package" || skip "unexpected package layout"
-  # ol-stac releases after 1.5.1 break this build (see DESIGN.md); ol-mapbox-style made explicit for it.
-  npm pkg set "dependencies.ol-stac=1.5.1" >>"$LOG" 2>&1
+  # ol-stac must use the stac-js that STAC Browser passes it: 4.0.x has stac-js 0.1.x, which ol-stac 1.1.0
+  # expects (1.5.1 builds but wants stac-js 0.5: "getStatistics is not a function" when showing a COG).
+  npm pkg set "dependencies.ol-stac=$OL_STAC" >>"$LOG" 2>&1
   npm install --no-audit --no-fund >>"$LOG" 2>&1 \
     || skip "npm install of STAC Browser's dependencies failed"
   NODE_OPTIONS=--max-old-space-size=4096 npm run build -- --historyMode=hash --pathPrefix=/ >>"$LOG" 2>&1 \
     || skip "STAC Browser's build script failed"
   rm -rf "$OUT/dist" && cp -r dist "$OUT/dist" || skip "no dist folder after the build"
+  echo "$PINS" > "$OUT/dist/.pins"
 fi
 echo "stac-browser: $OUT/dist"
