@@ -284,6 +284,10 @@ def publish(
     """Upload what differs from the destination, in order; ``on_upload(upload, skipped)`` per object."""
     uploads = plan(catalog_dir, base_url)
     destination = open_destination(dest)
+    if isinstance(destination, FolderDestination):
+        src = Path(catalog_dir).resolve()
+        if destination.folder == src or src in destination.folder.parents:
+            raise PublishError(f"destination {dest}: publish to a folder outside the catalog {catalog_dir}")
     result = PublishResult()
     for upload in uploads:
         size, checksum = upload.size_and_checksum()

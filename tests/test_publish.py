@@ -242,6 +242,14 @@ def test_bad_destination_or_base_url(small_catalog: Path, dest: str, base: str, 
         publish(small_catalog, dest, base, dry_run=True)
 
 
+def test_publish_refuses_to_write_into_the_catalog_itself(small_catalog: Path) -> None:
+    before = (small_catalog / "catalog.json").read_bytes()
+    for dest in (small_catalog, small_catalog / "site"):
+        with pytest.raises(PublishError, match="outside the catalog"):
+            publish(small_catalog, str(dest), "https://example.org/")
+    assert (small_catalog / "catalog.json").read_bytes() == before
+
+
 def test_publish_cli_dry_run_lists_uploads(small_catalog: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(
         cli,
