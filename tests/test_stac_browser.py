@@ -8,6 +8,7 @@ fail, and only those errors are tolerated on the console.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import re
 import shutil
@@ -17,7 +18,9 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from catalog.serve import CatalogServer
 
@@ -39,6 +42,8 @@ MAX_PAGE_HEIGHT = 5_000
 LOAD_TIMEOUT_MS = 90_000
 """Generous: the machine is shared, and STAC Browser's first load parses a few MB of JavaScript."""
 COLLECTION = "google-satellite-embedding-v1-annual"
+MIN_DRAWN = 0.02
+"""Dark share of the map once the COG is drawn (the forest item's no-change pixels are black)."""
 FOREST_TITLE = "Forest with a 2024 fire: change 2017→2024 (cosine)"
 
 
@@ -118,6 +123,12 @@ def page(dist: Path, browser_url: str, served: CatalogServer) -> Iterator[dict]:
         browser.close()
 
 
+def dark_fraction(png: bytes) -> float:
+    """Share of dark pixels in a screenshot: the change raster's low values (grey scale from black)."""
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int32)
+    return float((rgb.sum(axis=2) < 150).mean())
+
+
 def scroll_through(pg) -> None:
     """Scroll to the bottom a viewport at a time, letting lazily loaded content arrive."""
     for _ in range(MAX_PAGE_HEIGHT // 600 + 1):
@@ -168,9 +179,16 @@ def test_item_page_shows_the_cog_on_the_map(page: dict, served: CatalogServer) -
     pg.locator(".ol-viewport canvas").first.wait_for(timeout=LOAD_TIMEOUT_MS)
     pg.get_by_text(re.compile("shown", re.IGNORECASE)).first.wait_for(timeout=LOAD_TIMEOUT_MS)  # asset badge
     pg.wait_for_load_state("networkidle", timeout=LOAD_TIMEOUT_MS)
+    drawn = 0.0
+    for _ in range(LOAD_TIMEOUT_MS // 1000):  # decoding and drawing the tiles comes after the reads
+        drawn = dark_fraction(pg.locator(".ol-viewport").first.screenshot())
+        if drawn > MIN_DRAWN:
+            break
+        pg.wait_for_timeout(1000)
     pg.screenshot(path=str(SCREENS / "item.png"), full_page=True)
     assert page_height(pg) < MAX_PAGE_HEIGHT
     assert page["cog_ranges"] > before  # the map read the COG by byte ranges from our server
+    assert drawn > MIN_DRAWN  # and drew it: without base map the map is white but for the raster
 
 
 def test_no_console_errors_but_unreachable_hosts(page: dict) -> None:
