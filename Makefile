@@ -35,3 +35,14 @@ bench: $(STAMP)
 
 clean:
 	rm -rf build .pytest_cache
+
+# STAC Browser for tests/test_stac_browser.py: Debian's chromium (and node/npm if missing), then the npm
+# package built once into build/stac-browser/dist and reused. A step that cannot run leaves its reason in
+# build/stac-browser/SKIPPED (the test skips with it) rather than failing `make test`.
+STAC_BROWSER_VERSION := 4.0.1
+OL_STAC_VERSION := 1.1.0
+.PHONY: stac-browser
+stac-browser:
+	bash tests/browser/setup_stac_browser.sh build/stac-browser $(STAC_BROWSER_VERSION) $(OL_STAC_VERSION)
+
+test: stac-browser

@@ -1,18 +1,19 @@
 """Products in, pystac objects out: pure functions (the facts read from files come in as arguments).
 
 Conventions (STAC 1.1): an item spans 1 Jan of ``from_year`` to 31 Dec 23:59:59Z of ``to_year``; its
-``datetime`` is the end of that span, the moment the change is known at (so odc-stac's time axis and
-sorting by date show when a change was observed). Links and asset hrefs are relative (self-contained
-catalog); the standard layout is in ``catalog.layout``.
+``datetime`` is the end of that span, the moment the change is known at. Products of the same end year
+(cosine and angle, 2017→2024 and 2020→2024) share that datetime, so odc-stac's default ``groupby="time"``
+would fuse them into one slice: load them with ``groupby="id"`` (one slice per item) or group on a
+``change:`` property. Links and asset hrefs are relative (self-contained catalog); web pages are ``via``
+links with their media type (``derived_from`` is for STAC objects); the standard layout is in
+``catalog.layout``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import PurePath
 from typing import Any
 
 import pystac
@@ -20,15 +21,25 @@ from pystac.utils import datetime_to_str, str_to_datetime
 from shapely.geometry import mapping
 
 from catalog import layout
-from catalog.datasets import dataset_info
+from catalog.assets import NODATA, PNG_MEDIA_TYPE, change_asset, context_asset, finite, png_asset
+from catalog.datasets import DATASETS, dataset_info
 from catalog.extension import CHANGE_EXTENSION
 from catalog.files import FileFacts, RasterFacts
 from catalog.footprint import footprint
+from catalog.geoparquet import ITEMS_ASSET, items_asset
+from catalog.provenance import (
+    COG_MEDIA_TYPE,
+    HTML_MEDIA_TYPE,
+    ROOT_TITLE,
+    collection_title,
+    lineage,
+    publications,
+    source_links,
+)
 from catalog.render import change_renders
 from generator.errors import OutputError
-from generator.methods import METHODS
-from generator.product import CONTEXT_PREFIX, Product
-from generator.urls import public_href
+from generator.product import Product
+from generator.quicklook import OVERVIEW_NAME
 
 RASTER_EXTENSION = "https://stac-extensions.github.io/raster/v2.0.0/schema.json"
 PROJECTION_EXTENSION = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
@@ -47,15 +58,12 @@ ITEM_EXTENSIONS = [
 ]
 COLLECTION_EXTENSIONS = [CHANGE_EXTENSION, RASTER_EXTENSION, PROCESSING_EXTENSION, RENDER_EXTENSION]
 
-COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
-PNG_MEDIA_TYPE = "image/png"
 CHANGE_ASSET = "change"
 THUMBNAIL_ASSET = "thumbnail"
-NODATA = "nan"
+OVERVIEW_ASSET = "overview"
 SOFTWARE = "changecat"
 EXPRESSION_FORMAT = "text/plain"
 """processing:expression format: the method's formula as human-readable text (Product.expression)."""
-S2_RGB = (("B4", "red"), ("B3", "green"), ("B2", "blue"))
 KEYWORDS = ["change detection", "satellite embeddings", "embedding", "land cover change", "COG"]
 
 
@@ -67,101 +75,12 @@ class ProductFacts:
     thumbnail: FileFacts
     raster: RasterFacts
     context: dict[str, tuple[FileFacts, RasterFacts]] = field(default_factory=dict)  # by asset key
-
-
-def _finite(value: float, what: str, product: Product) -> float:
-    value = float(value)
-    if not math.isfinite(value):
-        raise OutputError(f"product {product.job.item_id}: {what} is {value}, expected a finite number")
-    return value
+    overview: FileFacts | None = None  # the ≤ 1024 px quicklook beside the thumbnail, when there is one
 
 
 def span(from_year: int, to_year: int) -> tuple[datetime, datetime]:
     """1 Jan 00:00:00Z of the first year and 31 Dec 23:59:59Z of the second."""
     return datetime(from_year, 1, 1, tzinfo=UTC), datetime(to_year, 12, 31, 23, 59, 59, tzinfo=UTC)
-
-
-def _change_asset(product: Product, facts: ProductFacts) -> pystac.Asset:
-    s, r = product.stats, facts.raster
-    statistics = {
-        "minimum": _finite(s.minimum, "minimum", product),
-        "maximum": _finite(s.maximum, "maximum", product),
-        "mean": _finite(s.mean, "mean", product),
-        "stddev": _finite(s.stddev, "stddev", product),
-        "count": int(s.count),
-        "valid_percent": _finite(s.valid_percent, "valid_percent", product),
-    }
-    h = s.histogram
-    return pystac.Asset(
-        href="./" + product.cog_path.name,
-        title=f"Change ({product.job.method})",
-        media_type=COG_MEDIA_TYPE,
-        roles=["data"],
-        extra_fields={
-            "data_type": r.data_type,
-            "nodata": NODATA,
-            "statistics": statistics,
-            "raster:sampling": "area",
-            "raster:spatial_resolution": r.resolution,
-            "raster:histogram": {
-                "count": len(h.buckets),
-                "min": _finite(h.minimum, "histogram minimum", product),
-                "max": _finite(h.maximum, "histogram maximum", product),
-                "buckets": [int(b) for b in h.buckets],
-            },
-            "proj:code": r.code,
-            "proj:shape": list(r.shape),
-            "proj:transform": list(r.transform),
-            "file:size": facts.cog.size,
-            "file:checksum": facts.cog.checksum,
-        },
-    )
-
-
-def _thumbnail_asset(product: Product, facts: ProductFacts) -> pystac.Asset:
-    return pystac.Asset(
-        href="./" + product.thumbnail_path.name,
-        title="Quicklook",
-        media_type=PNG_MEDIA_TYPE,
-        roles=["thumbnail"],
-        extra_fields={"file:size": facts.thumbnail.size, "file:checksum": facts.thumbnail.checksum},
-    )
-
-
-def _context_asset(product: Product, key: str, facts: tuple[FileFacts, RasterFacts]) -> pystac.Asset:
-    """A year's Sentinel-2 RGB composite, shown beside the change map as the blog did."""
-    file, r = facts
-    year = key.removeprefix(CONTEXT_PREFIX)
-    return pystac.Asset(
-        href="./" + product.context[key].name,
-        title=f"Sentinel-2 median RGB {year} (cloud-masked)",
-        description=(
-            f"Median of the {year} Sentinel-2 L2A scenes (COPERNICUS/S2_SR_HARMONIZED) with the pixels "
-            "Cloud Score+ grades clear (cs_cdf >= 0.6), bands B4, B3, B2 as DN (reflectance × 10000); "
-            "0 = no clear observation."
-        ),
-        media_type=COG_MEDIA_TYPE,
-        roles=["visual"],
-        extra_fields={
-            "data_type": r.data_type,
-            "nodata": 0,
-            "bands": [{"name": b, "description": f"Sentinel-2 {b} ({c})"} for b, c in S2_RGB],
-            "raster:spatial_resolution": r.resolution,
-            "proj:code": r.code,
-            "proj:shape": list(r.shape),
-            "proj:transform": list(r.transform),
-            "file:size": file.size,
-            "file:checksum": file.checksum,
-        },
-    )
-
-
-def _derived_from(product: Product) -> list[str]:
-    info = dataset_info(product.source.dataset)
-    hrefs = [public_href(h) for h in product.source.derived_from]
-    if info.page:
-        hrefs.append(info.page)
-    return list(dict.fromkeys(hrefs))  # unique, in order
 
 
 def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac.Item:
@@ -175,29 +94,24 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
     outline = footprint(job.region.geometry)  # bounded size, covers the region
     geometry = json.loads(json.dumps(mapping(outline)))  # tuples → lists
     created = product.created.astimezone(UTC)
-    # A local folder means nothing to the catalog's readers (and tells them about the machine): not named.
-    location = (
-        "a local folder"
-        if PurePath(product.source.location).is_absolute()
-        else public_href(product.source.location)
-    )
+    info = dataset_info(product.source.dataset)
     properties: dict[str, Any] = {
         "title": f"{job.region.title}: change {job.from_year}→{job.to_year} ({job.method})",
         "description": (
             f"Per-pixel change of {product.source.dataset} in region '{job.region.id}' "
-            f"between {job.from_year} and {job.to_year}, method {job.method}: {product.expression}."
+            f"between {job.from_year} and {job.to_year}, method {job.method}."
         ),
         "change:region": job.region.id,
         "change:from_year": job.from_year,
         "change:to_year": job.to_year,
         "change:method": job.method,
         "change:dataset": product.source.dataset,
-        "change:percentiles": {k: _finite(v, k, product) for k, v in product.stats.percentiles.items()},
+        "change:percentiles": {k: finite(v, k, product) for k, v in product.stats.percentiles.items()},
         "change:changed_area": [
             {
                 "threshold": float(a.threshold),
-                "area_km2": _finite(a.area_km2, "changed area", product),
-                "fraction": _finite(a.fraction, "changed fraction", product),
+                "area_km2": finite(a.area_km2, "changed area", product),
+                "fraction": finite(a.fraction, "changed fraction", product),
             }
             for a in product.stats.changed_area
         ],
@@ -205,21 +119,14 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
         **({"change:dataset_version": product.source.version} if product.source.version else {}),
         **({"change:requests": product.requests} if product.requests is not None else {}),
         "processing:software": {SOFTWARE: product.software_version},
-        "processing:lineage": (
-            f"The {METHODS[job.method].inputs} of {job.from_year} and {job.to_year}, read from the "
-            f"{product.source.kind} source {location}, compared per pixel ({job.method}) on the region's "
-            f"{job.grid.crs} grid; pixels outside the region or without data are NaN."
-        ),
+        "processing:lineage": lineage(product),
         "processing:expression": {"format": EXPRESSION_FORMAT, "expression": product.expression},
         "processing:datetime": datetime_to_str(created),
         "renders": change_renders(CHANGE_ASSET),
+        "created": datetime_to_str(created),
+        "updated": datetime_to_str(created),
     }
-    extensions = list(ITEM_EXTENSIONS)
-    info = dataset_info(product.source.dataset)
-    if info.doi:
-        properties["sci:doi"] = info.doi
-        properties["sci:citation"] = info.citation
-        extensions.append(SCIENTIFIC_EXTENSION)
+    extensions = list(ITEM_EXTENSIONS)  # the paper (sci:publications) is on the collection, said once
     item = pystac.Item(
         id=job.item_id,
         geometry=geometry,
@@ -231,15 +138,20 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
         stac_extensions=extensions,
         collection=collection,
     )
-    item.add_asset(CHANGE_ASSET, _change_asset(product, facts))
-    item.add_asset(THUMBNAIL_ASSET, _thumbnail_asset(product, facts))
+    item.add_asset(CHANGE_ASSET, change_asset(product, facts.cog, facts.raster))
+    thumb = "./" + product.thumbnail_path.name
+    item.add_asset(THUMBNAIL_ASSET, png_asset(thumb, "Thumbnail", "thumbnail", facts.thumbnail))
+    if facts.overview is not None:
+        overview = "./" + OVERVIEW_NAME
+        item.add_asset(OVERVIEW_ASSET, png_asset(overview, "Quicklook", "overview", facts.overview))
     for key in sorted(product.context):
-        item.add_asset(key, _context_asset(product, key, facts.context[key]))
-    item.add_link(pystac.Link("root", layout.ITEM_TO_ROOT, media_type=layout.JSON_MEDIA_TYPE))
-    item.add_link(pystac.Link("parent", layout.ITEM_TO_COLLECTION, media_type=layout.JSON_MEDIA_TYPE))
-    item.add_link(pystac.Link("collection", layout.ITEM_TO_COLLECTION, media_type=layout.JSON_MEDIA_TYPE))
-    for href in _derived_from(product):
-        item.add_link(pystac.Link("derived_from", href, title="Source data"))
+        item.add_asset(key, context_asset(product, key, facts.context[key]))
+    json_type, coll_title = layout.JSON_MEDIA_TYPE, collection_title(info)
+    item.add_link(pystac.Link("root", layout.ITEM_TO_ROOT, media_type=json_type, title=ROOT_TITLE))
+    for rel in ("parent", "collection"):
+        item.add_link(pystac.Link(rel, layout.ITEM_TO_COLLECTION, media_type=json_type, title=coll_title))
+    for link in source_links(product):
+        item.add_link(link)
     return item
 
 
@@ -264,7 +176,10 @@ def _item_assets(items: list[pystac.Item]) -> dict[str, pystac.ItemAssetDefiniti
             extra_fields=change_fields,
         ),
         THUMBNAIL_ASSET: pystac.ItemAssetDefinition.create(
-            title="Quicklook", description=None, media_type=PNG_MEDIA_TYPE, roles=["thumbnail"]
+            title="Thumbnail", description=None, media_type=PNG_MEDIA_TYPE, roles=["thumbnail"]
+        ),
+        OVERVIEW_ASSET: pystac.ItemAssetDefinition.create(
+            title="Quicklook", description=None, media_type=PNG_MEDIA_TYPE, roles=["overview"]
         ),
     }
 
@@ -320,14 +235,16 @@ def build_collection(collection: str, items: list[pystac.Item]) -> pystac.Collec
                 description=info.attribution or None,
             ),
         )
-    extra: dict[str, Any] = {"renders": change_renders(CHANGE_ASSET)}
+    created = [str_to_datetime(c) for i in items if isinstance(c := i.properties.get("created"), str)]
+    extra: dict[str, Any] = {"renders": change_renders(CHANGE_ASSET), **publications(info)}
+    if created:
+        extra.update({"created": datetime_to_str(min(created)), "updated": datetime_to_str(max(created))})
     extensions = list(COLLECTION_EXTENSIONS)
-    if info.doi:
-        extra.update({"sci:doi": info.doi, "sci:citation": info.citation})
+    if "sci:publications" in extra:
         extensions.append(SCIENTIFIC_EXTENSION)
     coll = pystac.Collection(
         id=collection,
-        title=f"Change maps from {info.title}",
+        title=collection_title(info),
         description=(
             f"Per-pixel change between pairs of years of {', '.join(datasets)}, one item per region, "
             "year pair and method, as Cloud-Optimized GeoTIFFs with statistics and quicklooks. "
@@ -342,32 +259,69 @@ def build_collection(collection: str, items: list[pystac.Item]) -> pystac.Collec
         extra_fields=extra,
     )
     coll.item_assets = _item_assets(items)
+    showcase = _showcase(items)
+    if showcase is not None:
+        thumb = showcase.assets[THUMBNAIL_ASSET]
+        coll.add_asset(
+            THUMBNAIL_ASSET,
+            pystac.Asset(
+                href=f"./{showcase.id}/{thumb.href.removeprefix('./')}",
+                title=f"Thumbnail: {showcase.properties.get('title', showcase.id)}",
+                media_type=PNG_MEDIA_TYPE,
+                roles=["thumbnail"],
+            ),
+        )
+    coll.add_asset(ITEMS_ASSET, items_asset())  # written by the store just before this collection
     coll.remove_links("root")
-    coll.add_link(pystac.Link("root", layout.COLLECTION_TO_ROOT, media_type=layout.JSON_MEDIA_TYPE))
-    coll.add_link(pystac.Link("parent", layout.COLLECTION_TO_ROOT, media_type=layout.JSON_MEDIA_TYPE))
+    json_type = layout.JSON_MEDIA_TYPE
+    for rel in ("root", "parent"):
+        coll.add_link(pystac.Link(rel, layout.COLLECTION_TO_ROOT, media_type=json_type, title=ROOT_TITLE))
     if info.license_url:
-        coll.add_link(pystac.Link("license", info.license_url, media_type="text/html", title=info.license))
-    derived = dict.fromkeys(
-        link.get_href(transform_href=False) for i in items for link in i.links if link.rel == "derived_from"
-    )
-    for href in derived:
-        coll.add_link(pystac.Link("derived_from", href, title="Source data"))
+        license_link = pystac.Link(
+            "license", info.license_url, media_type=HTML_MEDIA_TYPE, title=info.license
+        )
+        coll.add_link(license_link)
+    seen = set()
+    for link in (link for i in items for link in i.links if link.rel == "via"):
+        href = link.get_href(transform_href=False)
+        if href not in seen:
+            seen.add(href)
+            coll.add_link(pystac.Link("via", href, media_type=link.media_type, title=link.title))
     for item in items:
         coll.add_link(
-            pystac.Link("item", layout.collection_to_item(item.id), media_type=layout.GEOJSON_MEDIA_TYPE)
+            pystac.Link(
+                "item",
+                layout.collection_to_item(item.id),
+                media_type=layout.GEOJSON_MEDIA_TYPE,
+                title=str(item.properties.get("title", item.id)),
+            )
         )
     return coll
+
+
+def _showcase(items: list[pystac.Item]) -> pystac.Item | None:
+    """The item whose thumbnail stands for the collection: the latest change, then the largest region."""
+    with_thumb = [i for i in items if THUMBNAIL_ASSET in i.assets]
+    if not with_thumb:
+        return None
+    return max(with_thumb, key=lambda i: (_item_span(i)[1], _area(i), i.id))
+
+
+def _area(item: pystac.Item) -> float:
+    b = item.bbox or [0, 0, 0, 0]
+    return (b[2] - b[0]) * (b[3] - b[1])
 
 
 def build_catalog(catalog_id: str, title: str, description: str, collections: list[str]) -> pystac.Catalog:
     """The root catalog, linking each collection folder."""
     cat = pystac.Catalog(id=catalog_id, title=title, description=description)
     cat.remove_links("root")
-    cat.add_link(pystac.Link("root", "./" + layout.CATALOG_FILE, media_type=layout.JSON_MEDIA_TYPE))
+    json_type = layout.JSON_MEDIA_TYPE
+    cat.add_link(pystac.Link("root", "./" + layout.CATALOG_FILE, media_type=json_type, title=title))
+    titles = {layout.collection_id(d): collection_title(info) for d, info in DATASETS.items()}
     for cid in sorted(set(collections)):
-        cat.add_link(
-            pystac.Link("child", layout.catalog_to_collection(cid), media_type=layout.JSON_MEDIA_TYPE)
-        )
+        link = layout.catalog_to_collection(cid)
+        cat.add_link(pystac.Link("child", link, media_type=json_type, title=titles.get(cid, cid)))
     return cat
 
 

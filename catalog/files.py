@@ -17,6 +17,7 @@ import rasterio
 from rasterio.errors import RasterioIOError
 
 from generator.errors import OutputError
+from generator.fsmode import make_public
 
 HASH_CHUNK_BYTES = 1 << 20
 """Files are hashed in 1 MiB chunks, so memory stays flat whatever the file size."""
@@ -107,6 +108,7 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
+        make_public(tmp)  # mkstemp makes 0600; a plain open() would follow the umask
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -27,12 +27,14 @@ from catalog import layout
 from catalog.agree import disagreement
 from catalog.build import SOFTWARE, ProductFacts, build_catalog, build_collection, build_item, to_json
 from catalog.files import file_facts, fsync_tree, raster_facts, read_json, switch_folder, write_json_atomic
+from catalog.geoparquet import refresh_items_file
 from catalog.integrity import item_folder_names
 from catalog.lock import write_lock
 from catalog.testhook import hold
 from catalog.walk import iter_all_items, link_targets
 from generator.errors import ForeignCatalogError, OutputError
 from generator.product import Product
+from generator.quicklook import overview_path
 
 OWNER_FIELD = "changecat:version"
 """Field changecat puts on the root catalogs it writes, to recognise them (and refuse others)."""
@@ -65,6 +67,7 @@ def product_facts(product: Product, folder: Path) -> ProductFacts:
         thumbnail=file_facts(product.thumbnail_path),
         raster=raster_facts(product.cog_path),
         context={key: (file_facts(p), raster_facts(p)) for key, p in product.context.items()},
+        overview=file_facts(o) if (o := overview_path(product.thumbnail_path)).is_file() else None,
     )
 
 
@@ -288,6 +291,7 @@ class CatalogStore:
         if not items:
             path.unlink(missing_ok=True)
             return False
+        refresh_items_file(self.root, coll, items)  # stac-geoparquet, before the collection that links it
         write_json_atomic(path, to_json(build_collection(coll, items)))
         return True
 

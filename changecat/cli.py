@@ -1,4 +1,4 @@
-"""The ``changecat`` command line: run, demo, validate, info. A thin layer over the pipeline and catalog."""
+"""The ``changecat`` command line: run, demo, validate, info, publish, search, serve (a thin layer)."""
 
 from __future__ import annotations
 
@@ -248,6 +248,97 @@ def info(catalog: str) -> None:
     from catalog.summary import summarize_items
 
     _print_table(catalog, summarize_items(iter_items(catalog_location(catalog))))
+
+
+@cli.command()
+@click.argument("catalog_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("dest")
+@click.option(
+    "--base-url",
+    required=True,
+    help="The http(s) URL DEST will be read from (e.g. https://bucket.s3.amazonaws.com/prefix/).",
+)
+@click.option("--dry-run", is_flag=True, help="List what would be uploaded; write nothing.")
+def publish(catalog_dir: Path, dest: str, base_url: str, dry_run: bool) -> None:
+    """Publish CATALOG_DIR to DEST (s3://bucket/prefix, gs://..., az://... or a folder).
+
+    Assets first, then items, collections and the root; objects already there with the same content
+    are skipped and nothing is deleted. Credentials and endpoints as the store reads them (AWS_*,
+    AWS_ENDPOINT_URL, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*).
+    """
+    from catalog.publish import publish as publish_catalog
+    from generator.urls import public_href
+
+    def report(upload, skipped: bool) -> None:
+        if not skipped:
+            verb = "would upload" if dry_run else "uploaded"
+            out.print(f"{verb} {upload.key} ({upload.content_type})", markup=False, highlight=False)
+
+    result = publish_catalog(catalog_dir, dest, base_url, dry_run=dry_run, on_upload=report)
+    verb = "to upload" if dry_run else "uploaded"
+    console.print(
+        f"{len(result.uploaded)} {verb}, {len(result.skipped)} unchanged; "
+        f"catalog: {base_url.rstrip('/')}/catalog.json ({public_href(dest)})",
+        markup=False,
+        highlight=False,
+    )
+
+
+@cli.command()
+@click.argument("catalog", metavar="CATALOG_OR_URL")
+@click.option("--bbox", nargs=4, type=float, default=None, help="WEST SOUTH EAST NORTH (WGS84).")
+@click.option("--years", nargs=2, type=int, default=None, help="FROM TO: products of exactly this pair.")
+@click.option("--method", "methods", multiple=True, help="cosine, angle, s2-difference (repeatable).")
+@click.option("--region", "regions", multiple=True, help="Region id (repeatable).")
+@click.option("--asset", default="change", show_default=True, help="Asset whose URL is printed.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the matching items as a GeoJSON FeatureCollection."
+)
+def search(
+    catalog: str,
+    bbox: tuple[float, float, float, float] | None,
+    years: tuple[int, int] | None,
+    methods: tuple[str, ...],
+    regions: tuple[str, ...],
+    asset: str,
+    as_json: bool,
+) -> None:
+    """Find products in a catalog (folder or published URL) through its stac-geoparquet files.
+
+    Prints one line per item: its id and the URL of ASSET.
+    """
+    import json
+
+    from catalog.search import Query
+    from catalog.search import search as search_catalog
+
+    items = search_catalog(catalog, Query(bbox=bbox, years=years, methods=methods, regions=regions))
+    if as_json:
+        click.echo(json.dumps({"type": "FeatureCollection", "features": items}, indent=2))
+    else:
+        for item in items:
+            href = item.get("assets", {}).get(asset, {}).get("href", "")
+            click.echo(f"{item['id']}\t{href}")
+    console.print(f"{len(items)} item(s)")
+
+
+@cli.command()
+@click.argument("catalog_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--port", type=int, default=8765, show_default=True, help="Port on 127.0.0.1 (0: any free).")
+def serve(catalog_dir: Path, port: int) -> None:
+    """Serve CATALOG_DIR on 127.0.0.1 as it would be published (byte ranges, CORS), and print the URL
+    to open it in STAC Browser. Stop with Ctrl-C."""
+    from catalog.serve import CatalogServer, browser_url
+
+    server = CatalogServer(catalog_dir, port=port)
+    console.print(f"catalog: {server.catalog_url}", markup=False, highlight=False)
+    console.print(f"STAC Browser: {browser_url(server.catalog_url)}", markup=False, highlight=False)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 def main() -> None:

@@ -58,3 +58,11 @@ class CatalogLockedError(OutputError):
 
 class ForeignCatalogError(OutputError):
     """The output folder holds a catalog changecat did not write (taken over only with ``--adopt``)."""
+
+
+class PublishError(ChangecatError):
+    """A catalog cannot be published (bad destination or base URL, the store refused a request)."""
+
+
+class SearchError(ChangecatError):
+    """A catalog cannot be searched (no catalog there, no stac-geoparquet file, unreadable file)."""

@@ -1,7 +1,10 @@
-"""Quicklook PNG of a change COG, and the palette shared with the catalog's ``renders``.
+"""Quicklook PNGs of a change COG, drawn with the same named colormap and rescale as the catalog's
+``renders`` (so titiler shows exactly what the quicklook shows).
 
-The PNG is read from the COG's overviews (a decimated read through ``out_shape``: GDAL picks the
-overview level nearest the requested size), so it never needs the full-resolution raster in memory.
+The PNGs are read from the COG's overviews (a decimated read through ``out_shape``: GDAL picks the
+overview level nearest the requested size), so they never need the full-resolution raster in memory.
+Two sizes are written: a small thumbnail (≤ 256 px, STAC role ``thumbnail``, what STAC Browser shows on
+item cards) and beside it an overview (≤ 1024 px, role ``overview``).
 """
 
 from __future__ import annotations
@@ -14,54 +17,48 @@ import numpy as np
 import rasterio
 from PIL import Image
 from rasterio.enums import Resampling
+from rio_tiler.colormap import cmap
+from rio_tiler.utils import linear_rescale
+
+from generator.fsmode import make_public
 
 MAX_SIDE = 1024
-"""Longest side of a quicklook in pixels; smaller rasters keep their size (never upscaled)."""
+"""Longest side of the overview quicklook in pixels; smaller rasters keep their size (never upscaled)."""
+
+THUMBNAIL_SIDE = 256
+"""Longest side of the small thumbnail; STAC's best practices keep thumbnails under 600×600 px."""
+
+OVERVIEW_NAME = "overview.png"
+"""The overview is written beside the thumbnail under this name."""
 
 RESCALE = (0.0, 0.5)
-"""Change values mapped onto the palette; values above 0.5 are drawn in the last colour (red)."""
+"""Change values mapped onto the colormap; values above 0.5 are drawn in its last colour."""
 
-PALETTE_STOPS: list[tuple[float, tuple[int, int, int]]] = [
-    (0.0, (0, 0, 0)),  # black: no change
-    (0.125, (0, 0, 255)),  # blue
-    (0.25, (0, 255, 255)),  # cyan
-    (0.375, (255, 255, 0)),  # yellow
-    (0.5, (255, 0, 0)),  # red: strong change
-]
-"""(change value, RGB) stops, evenly spaced over RESCALE and interpolated linearly between them."""
+COLORMAP_NAME = "inferno"
+"""A colormap that titiler/rio-tiler know by name (``colormap_name``): black for no change, through purple
+and orange to light yellow for strong change; perceptually uniform and readable with colour blindness."""
 
 READ_RESAMPLING = Resampling.average
 """Resampling from the chosen overview to the quicklook size: the mean change, like the overviews."""
 
-COLORMAP_ENTRIES = 256
-"""titiler colormaps map the rescaled 0…255 byte values, so a custom colormap has 256 entries."""
+
+def colormap_table() -> np.ndarray:
+    """The named colormap as rio-tiler defines it: (256, 4) uint8 RGBA for the rescaled bytes 0…255."""
+    table = cmap.get(COLORMAP_NAME)
+    return np.array([table[i] for i in range(256)], dtype=np.uint8)
 
 
 def colorize(values: np.ndarray) -> np.ndarray:
-    """Change values (NaN = nodata) → RGBA uint8 (rows, cols, 4), alpha 0 where nodata."""
-    positions = np.array([p for p, _ in PALETTE_STOPS], dtype=np.float64)
-    colours = np.array([c for _, c in PALETTE_STOPS], dtype=np.float64)
-    valid = np.isfinite(values)
-    v = np.where(valid, values, RESCALE[0]).astype(np.float64)
-    rgba = np.zeros((*values.shape, 4), dtype=np.uint8)
-    for channel in range(3):
-        # np.interp holds the end colours beyond the first and last stop (values > 0.5 → red).
-        rgba[..., channel] = np.rint(np.interp(v, positions, colours[:, channel])).astype(np.uint8)
-    rgba[..., 3] = np.where(valid, 255, 0)
-    rgba[~valid, :3] = 0
-    return rgba
+    """Change values (NaN = nodata) → RGBA uint8 (rows, cols, 4), alpha 0 where nodata.
 
-
-def titiler_colormap() -> dict[str, list[int]]:
-    """The palette as a titiler custom colormap ({"0": [r, g, b, 255], …, "255": […]}).
-
-    Use it with ``rescale = RESCALE`` (STAC render extension: ``"rescale": [list(RESCALE)]``,
-    ``"colormap": titiler_colormap()``); keys are strings so the dict survives a JSON round trip.
+    As titiler renders with ``rescale=RESCALE&colormap_name=COLORMAP_NAME``: rio-tiler's linear rescale
+    to 0…255 (clipped, then truncated to bytes), then the colormap's entry for each byte.
     """
-    lo, hi = RESCALE
-    values = lo + (hi - lo) * np.arange(COLORMAP_ENTRIES) / (COLORMAP_ENTRIES - 1)
-    rgba = colorize(values.reshape(1, -1))[0]
-    return {str(i): [int(x) for x in rgba[i]] for i in range(COLORMAP_ENTRIES)}
+    valid = np.isfinite(values)
+    scaled = linear_rescale(np.where(valid, values, RESCALE[0]), in_range=RESCALE, out_range=(0, 255))
+    rgba = colormap_table()[scaled.astype(np.uint8)]
+    rgba[~valid] = 0
+    return rgba
 
 
 def quicklook_shape(width: int, height: int, max_side: int = MAX_SIDE) -> tuple[int, int]:
@@ -70,19 +67,37 @@ def quicklook_shape(width: int, height: int, max_side: int = MAX_SIDE) -> tuple[
     return (max(1, round(height * scale)), max(1, round(width * scale)))
 
 
-def write_quicklook(cog_path: Path, png_path: Path) -> None:
-    """Write an RGBA PNG quicklook of band 1 of ``cog_path`` to ``png_path`` (atomically)."""
-    png_path = Path(png_path)
-    with rasterio.open(cog_path) as src:
-        shape = quicklook_shape(src.width, src.height)
-        data = src.read(1, out_shape=shape, resampling=READ_RESAMPLING, masked=True)
-    values = np.ma.filled(data.astype(np.float32), np.nan)
-    image = Image.fromarray(colorize(values))
+def overview_path(png_path: Path) -> Path:
+    """Where ``write_quicklook`` puts the overview that goes with the thumbnail at ``png_path``."""
+    return Path(png_path).with_name(OVERVIEW_NAME)
+
+
+def _save_png(image: Image.Image, png_path: Path) -> None:
+    """Write atomically, with the mode a plain ``open`` would give (0666 less the umask)."""
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{png_path.name}-", suffix=".png", dir=png_path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             image.save(f, format="PNG")
+        make_public(tmp)
         os.replace(tmp, png_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_quicklook(cog_path: Path, png_path: Path) -> None:
+    """Write RGBA PNG quicklooks of band 1 of ``cog_path``: the thumbnail ``png_path`` (≤ THUMBNAIL_SIDE)
+    and the overview at ``overview_path(png_path)`` (≤ MAX_SIDE), each atomically."""
+    png_path = Path(png_path)
+    with rasterio.open(cog_path) as src:
+        images = [
+            Image.fromarray(colorize(_read(src, quicklook_shape(src.width, src.height, side))))
+            for side in (THUMBNAIL_SIDE, MAX_SIDE)
+        ]
+    _save_png(images[1], overview_path(png_path))
+    _save_png(images[0], png_path)
+
+
+def _read(src: rasterio.io.DatasetReader, shape: tuple[int, int]) -> np.ndarray:
+    data = src.read(1, out_shape=shape, resampling=READ_RESAMPLING, masked=True)
+    return np.ma.filled(data.astype(np.float32), np.nan)

@@ -20,3 +20,11 @@ def stac_schemas() -> Path:
     if not (STAC_SCHEMAS / "projection").is_dir():
         pytest.fail(f"offline STAC extension schemas not found at {STAC_SCHEMAS}")
     return STAC_SCHEMAS
+
+
+@pytest.fixture(scope="session")
+def demo_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo catalog made once per session by the real pipeline (read-only for the tests using it)."""
+    from tests.publish_helpers import build_demo
+
+    return build_demo(tmp_path_factory.mktemp("demo"))

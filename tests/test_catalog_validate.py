@@ -182,8 +182,10 @@ def test_unreadable_cog(garbage_cog: Path, stac_schemas: Path) -> None:
 
 
 def test_missing_asset_file(missing_thumbnail: Path, stac_schemas: Path) -> None:
-    problem = only(validate_catalog(missing_thumbnail, stac_schemas))
-    assert "asset 'thumbnail' href ./thumbnail.png does not resolve to a file" in problem
+    item_problem, collection_problem = sorted(validate_catalog(missing_thumbnail, stac_schemas), reverse=True)
+    assert "asset 'thumbnail' href ./thumbnail.png does not resolve to a file" in item_problem
+    # the collection's thumbnail is that item's quicklook
+    assert collection_problem.startswith(f"{COLLECTION}/collection.json: asset 'thumbnail'")
 
 
 def test_missing_item_file(missing_item_json: Path, stac_schemas: Path) -> None:

@@ -140,7 +140,7 @@ def test_the_same_statistics(both: tuple[Path, Path]) -> None:
             assert g["area_km2"] == pytest.approx(w["area_km2"], rel=0.01, abs=0.002), item_id
         assert got["properties"]["change:dataset"] == want["properties"]["change:dataset"]
         assert (
-            "earthengine source GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL"
+            "computed in Google Earth Engine from its GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL image collection"
             in got["properties"]["processing:lineage"]
         )
 
@@ -222,7 +222,7 @@ def test_s2_items_are_valid_and_carry_the_composites(with_s2: tuple[Path, list],
         assert {"change", "thumbnail", "s2_2017", "s2_2024"} <= item["assets"].keys()
         for year in (2017, 2024):
             asset = item["assets"][f"s2_{year}"]
-            assert asset["roles"] == ["visual"] and asset["nodata"] == 0
+            assert asset["roles"] == ["data", "reflectance"] and asset["nodata"] == 0  # DN, not "visual"
             assert [b["name"] for b in asset["bands"]] == ["B4", "B3", "B2"]
 
 

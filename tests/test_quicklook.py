@@ -1,8 +1,9 @@
-"""Quicklooks: size and aspect, palette colours, transparency at nodata, atomic writes, titiler colormap."""
+"""Quicklooks: sizes and aspect, the named colormap as titiler applies it, transparency at nodata, atomic
+writes, file modes."""
 
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +11,25 @@ import pytest
 from affine import Affine
 from PIL import Image
 from rasterio.errors import RasterioIOError
+from rio_tiler.colormap import cmap
 
 from generator.grid import Grid
-from generator.quicklook import MAX_SIDE, PALETTE_STOPS, RESCALE, titiler_colormap, write_quicklook
+from generator.quicklook import (
+    COLORMAP_NAME,
+    MAX_SIDE,
+    OVERVIEW_NAME,
+    RESCALE,
+    THUMBNAIL_SIDE,
+    write_quicklook,
+)
 from generator.raster import CogWriter
 
-BLACK, BLUE, CYAN, YELLOW, RED = (0, 0, 0), (0, 0, 255), (0, 255, 255), (255, 255, 0), (255, 0, 0)
+INFERNO = cmap.get("inferno")
+"""rio-tiler's table, which titiler applies for ``colormap_name=inferno`` to the rescaled bytes."""
+
+
+def colour(byte: int) -> tuple[int, int, int]:
+    return tuple(int(c) for c in INFERNO[byte][:3])
 
 
 def write_cog(path: Path, values: np.ndarray) -> Path:
@@ -64,36 +78,46 @@ def old_png(tmp_path: Path) -> Path:
 def test_small_raster_keeps_size_and_colours(palette_cog: Path, tmp_path: Path) -> None:
     png = tmp_path / "q.png"
     write_quicklook(palette_cog, png)
-    rgba = read_png(png)
-    assert rgba.shape == (3, 7, 4)
-    expected = [BLACK, BLUE, CYAN, YELLOW, RED, RED]
-    assert [tuple(int(c) for c in px[:3]) for px in rgba[1, :6]] == expected
-    assert rgba[:, :6, 3].min() == 255
-    assert rgba[:, 6, 3].max() == 0
+    for path in (png, tmp_path / OVERVIEW_NAME):
+        rgba = read_png(path)
+        assert rgba.shape == (3, 7, 4)
+        # titiler: (v - 0) / 0.5 * 255, clipped, truncated to a byte → 0, 63, 127, 191, 255, 255
+        expected = [colour(b) for b in (0, 63, 127, 191, 255, 255)]
+        assert [tuple(int(c) for c in px[:3]) for px in rgba[1, :6]] == expected
+        assert rgba[:, :6, 3].min() == 255
+        assert rgba[:, 6, 3].max() == 0
+    assert COLORMAP_NAME == "inferno" and RESCALE == (0.0, 0.5)
+    assert colour(0) == (0, 0, 3) and colour(255) == (252, 254, 164)  # near-black → light yellow
 
 
 def test_wide_raster_is_reduced_keeping_aspect(wide_cog: Path, tmp_path: Path) -> None:
     png = tmp_path / "q.png"
     write_quicklook(wide_cog, png)
-    rgba = read_png(png)
-    assert rgba.shape == (round(1200 * MAX_SIDE / 2500), MAX_SIDE, 4)
-    assert rgba[:, : MAX_SIDE // 2 - 1, 3].max() == 0  # nodata half transparent
-    assert rgba[:, MAX_SIDE // 2 + 1 :, 3].min() == 255
-    assert tuple(rgba[10, -10, :3]) == CYAN
+    for path, side in ((tmp_path / OVERVIEW_NAME, MAX_SIDE), (png, THUMBNAIL_SIDE)):
+        rgba = read_png(path)
+        assert rgba.shape == (round(1200 * side / 2500), side, 4)
+        assert rgba[:, : side // 2 - 1, 3].max() == 0  # nodata half transparent
+        assert rgba[:, side // 2 + 1 :, 3].min() == 255
+        assert tuple(rgba[10, -10, :3]) == colour(127)
 
 
 def test_tall_raster_is_reduced_keeping_aspect(tall_cog: Path, tmp_path: Path) -> None:
     png = tmp_path / "q.png"
     write_quicklook(tall_cog, png)
-    rgba = read_png(png)
-    assert rgba.shape == (MAX_SIDE, round(600 * MAX_SIDE / 2100), 4)
-    assert {tuple(px) for px in rgba.reshape(-1, 4)} == {(*RED, 255)}
+    for path, side in ((tmp_path / OVERVIEW_NAME, MAX_SIDE), (png, THUMBNAIL_SIDE)):
+        rgba = read_png(path)
+        assert rgba.shape == (side, round(600 * side / 2100), 4)
+        assert {tuple(px) for px in rgba.reshape(-1, 4)} == {(*colour(255), 255)}
 
 
 def test_replaces_older_png_without_temporaries(palette_cog: Path, old_png: Path) -> None:
     write_quicklook(palette_cog, old_png)
     assert read_png(old_png).shape == (3, 7, 4)
-    assert sorted(p.name for p in old_png.parent.iterdir()) == ["palette.tif", "thumbnail.png"]
+    assert sorted(p.name for p in old_png.parent.iterdir()) == [
+        "overview.png",
+        "palette.tif",
+        "thumbnail.png",
+    ]
 
 
 def test_unreadable_cog_keeps_older_png(tmp_path: Path, old_png: Path) -> None:
@@ -103,13 +127,13 @@ def test_unreadable_cog_keeps_older_png(tmp_path: Path, old_png: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["thumbnail.png"]
 
 
-def test_titiler_colormap_matches_palette() -> None:
-    cmap = titiler_colormap()
-    assert len(cmap) == 256
-    assert cmap["0"] == [*BLACK, 255]
-    assert cmap["255"] == [*RED, 255]
-    assert json.loads(json.dumps(cmap)) == cmap
-    # entry i shows the value RESCALE[0] + i/255 * span: 0.25 falls between entries 127 and 128 (cyan)
-    assert cmap["127"][1] > 250 and cmap["128"][2] > 250
-    assert RESCALE == (0.0, 0.5)
-    assert [v for v, _ in PALETTE_STOPS] == [0.0, 0.125, 0.25, 0.375, 0.5]
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_png_modes_follow_the_umask(palette_cog: Path, tmp_path: Path, umask: int) -> None:
+    """mkstemp makes 0600 files: a web server running as another user answered 404 for them."""
+    old = os.umask(umask)
+    try:
+        write_quicklook(palette_cog, tmp_path / "q.png")
+    finally:
+        os.umask(old)
+    for name in ("q.png", OVERVIEW_NAME):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask
