@@ -183,7 +183,10 @@ def test_a_full_disk_fails_jobs_cleanly_and_never_publishes_a_broken_product(
     resize(disk, ROOMY_KIB)
     code, stderr, failures = changecat_run(config)
     assert code == 0, stderr
-    assert SUMMARY.search(stderr).groups() == (str(len(REGIONS) - made), str(made), "0"), stderr
+    remade, up_to_date, failed = map(int, SUMMARY.search(stderr).groups())
+    # A product whose item folder was switched in before its collection could be written (the disk filled
+    # up between the two) failed its job, but is whole: the re-run finds it up to date and links it.
+    assert failed == 0 and remade + up_to_date == len(REGIONS) and up_to_date >= made, stderr
     assert sorted(linked_items(catalog)) == sorted(f"{r['id']}_2017_2024_cosine" for r in REGIONS)
     assert leftovers(disk) == []
 

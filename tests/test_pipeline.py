@@ -384,5 +384,6 @@ def test_prune_removes_only_products_that_left_the_config(
         "collection.json",
         "field_2017_2024_cosine",
         "forest_2017_2024_angle",
+        "items.parquet",
     ]
     assert validate_catalog(catalog, stac_schemas) == []
