@@ -35,6 +35,7 @@ class Faults:
     stall: float = 0.0
     stall_s: float = 3600.0
     seed: int = 0
+    only: str = ""  # faults only on paths containing this (e.g. ".tiff": the index is served cleanly)
 
 
 @dataclass
@@ -68,6 +69,8 @@ def _handler(root: Path, faults: Faults, counters: Counters, stop: threading.Eve
         def _draw(self) -> str | None:
             with counters.lock:
                 counters.requests += 1
+                if faults.only not in self.path:
+                    return None
                 x = rng.random()
                 for name in FAULTS:
                     rate = getattr(faults, name)
