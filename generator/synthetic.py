@@ -390,6 +390,13 @@ def _write_cog(path: Path, spec: MirrorSpec, tile: TileInfo, data: np.ndarray) -
                 )
 
 
+def _block_has_data(spec: MirrorSpec, tile: TileInfo, rows: tuple[int, int], cols: tuple[int, int]) -> bool:
+    """Whether part of rows × cols of a tile lies inside the bounds (tested every ``COARSE_STEP`` px)."""
+    lon, lat = tile_lonlat(tile, rows, cols, COARSE_STEP)
+    west, south, east, north = spec.bounds
+    return bool(((lon >= west) & (lon <= east) & (lat >= south) & (lat <= north)).any())
+
+
 def _write_streamed(root: Path, spec: MirrorSpec, place: tuple[TileInfo, ...]) -> None:
     """Large files (``STREAM_MIN_TILE``) written block row by block row, every year at once, no
     overviews; memory stays at one block row per year."""
@@ -414,12 +421,15 @@ def _write_streamed(root: Path, spec: MirrorSpec, place: tuple[TileInfo, ...]) -
                     predictor=storage["predictor"],
                     interleave=storage["interleave"],
                     BIGTIFF="IF_SAFER",
+                    sparse_ok=True,  # blocks outside the bounds are never written: nodata, no disk
                 )
             )
         for r0 in range(0, first.size, block):
             r1 = min(r0 + block, first.size)
             for c0 in range(0, first.size, block):
                 c1 = min(c0 + block, first.size)
+                if not _block_has_data(spec, first, (r0, r1), (c0, c1)):
+                    continue
                 for out, (_, data) in zip(
                     outs, _tile_years(spec, list(place), (r0, r1), (c0, c1), COARSE_STEP), strict=True
                 ):

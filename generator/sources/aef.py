@@ -37,7 +37,7 @@ from generator.sources.aef_blocks import (
     pixel_offset,
     windows_on,
 )
-from generator.sources.aef_read import DaemonPool, FileFacts, Reader
+from generator.sources.aef_read import DaemonPool, FileFacts, Reader, interruptible
 from generator.sources.base import AEF_DATASET, Block, Source, SourceInfo
 from generator.sources.remote import gdal_options, join, read_parquet, scheme_of
 from generator.urls import public_href
@@ -187,7 +187,8 @@ class AefSource(Source):
             for year in self._by_year:
                 tiles = [t for t in self._candidates(area, year) if t.crs == grid.crs]
                 if tiles:
-                    facts = self._job_reader().facts(tiles[0].href)
+                    reader = self._job_reader()
+                    facts = interruptible(lambda r=reader, h=tiles[0].href: r.facts(h))
                     lattice = file_lattice(facts.transform, facts.block_shape, grid) or DEFAULT_LATTICE
                     break
             self._lattices[grid] = lattice

@@ -81,27 +81,38 @@ class Reader:
     def facts(self, href: str) -> FileFacts:
         """The file's header facts (the file is opened once, then kept in the pool)."""
         if href not in self._facts:
-            self._facts[href] = self._with_retries(href, _facts_of, [READ_ATTEMPTS])
+            self._facts[href] = self.call(href, _facts_of)
         return self._facts[href]
 
     def read(self, href: str, window: Window) -> np.ndarray:
         """All bands of a window of the file, (bands, rows, cols). One multi-band read (GDAL fetches the
-        blocks of all bands in parallel ranges); after a remote failure, band by band, sharing
-        ``READ_ATTEMPTS`` failures in all."""
-        budget = [READ_ATTEMPTS]
+        blocks of all bands in parallel ranges); after a remote failure, band by band, each band with
+        ``READ_ATTEMPTS`` attempts (a band that fails them all fails the read)."""
         try:
-            return self._attempt(href, lambda src: src.read(window=window), budget)
+            return self._attempt(href, lambda src: src.read(window=window), first=True)
         except _Retry:
-            budget[0] -= 1
+            pass
         facts = self.facts(href)
         out = np.empty((facts.count, int(window.height), int(window.width)), dtype=np.int8)
         for band in range(1, facts.count + 1):
-            out[band - 1] = self._with_retries(href, lambda s, b=band: s.read(b, window=window), budget)
+            out[band - 1] = self.call(href, lambda s, b=band: s.read(b, window=window))
         return out
 
     def call(self, href: str, fn: Callable[[rasterio.DatasetReader], T]) -> T:
-        """``fn`` on a dataset of the file, retried like a read."""
-        return self._with_retries(href, fn, [READ_ATTEMPTS])
+        """``fn`` on a dataset of the file; a remote failure is retried up to ``READ_ATTEMPTS`` times."""
+        delay = RETRY_DELAY_S
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                return self._attempt(href, fn, first=attempt == 1, last=attempt == READ_ATTEMPTS)
+            except _Retry as exc:
+                if attempt == READ_ATTEMPTS:
+                    raise SourceError(
+                        f"AEF tile {public_href(href)} could not be read ({READ_ATTEMPTS} attempts): {exc}"
+                    ) from None
+            if self._closed.wait(delay):
+                raise SourceError("reading was cancelled")
+            delay *= 2
+        raise AssertionError("unreachable")
 
     @contextmanager
     def dataset(self, href: str) -> Iterator[rasterio.DatasetReader]:
@@ -125,7 +136,9 @@ class Reader:
             else:
                 self._free.setdefault(href, []).append(src)
 
-    def _attempt(self, href: str, fn: Callable[[rasterio.DatasetReader], T], budget: list[int]) -> T:
+    def _attempt(
+        self, href: str, fn: Callable[[rasterio.DatasetReader], T], first: bool = False, last: bool = False
+    ) -> T:
         """``fn`` on a dataset of ``href``. A local failure, or a remote one the server gives a 4xx for,
         is a SourceError; another remote failure is a ``_Retry`` (GDAL's cache of the URL cleared)."""
         try:
@@ -137,26 +150,11 @@ class Reader:
                     f"AEF tile {public_href(href)} could not be read: {gdal_message(exc)}"
                 ) from None
             # Ask the server why only on the first and last failure: a stalled server costs a timeout each.
-            cause = probe(href) if budget[0] in (READ_ATTEMPTS, 1) else None
+            cause = probe(href) if first or last else None
             if cause and cause.startswith("HTTP 4"):
                 raise SourceError(f"AEF tile {public_href(href)} could not be read: {cause}") from None
             clear_gdal_cache(gdal_path(href))
             raise _Retry(cause or gdal_message(exc, remote=True)) from None
-
-    def _with_retries(self, href: str, fn: Callable[[rasterio.DatasetReader], T], budget: list[int]) -> T:
-        delay = RETRY_DELAY_S
-        while True:
-            try:
-                return self._attempt(href, fn, budget)
-            except _Retry as exc:
-                budget[0] -= 1
-                if budget[0] <= 0:
-                    raise SourceError(
-                        f"AEF tile {public_href(href)} could not be read ({READ_ATTEMPTS} attempts): {exc}"
-                    ) from None
-            if self._closed.wait(delay):
-                raise SourceError("reading was cancelled")
-            delay *= 2
 
     def close(self) -> None:
         """Close every pooled dataset and refuse new reads (reads in progress end on their timeouts)."""
@@ -262,6 +260,21 @@ def clear_gdal_cache(gdal_filename: str) -> bool:
         return False
     _GDAL.VSICurlPartialClearCache(gdal_filename.encode())
     return True
+
+
+def interruptible(fn: Callable[[], T]) -> T:
+    """``fn()`` run in a daemon thread while this one waits: a GDAL call blocks signals in the thread that
+    makes it, so a stalled read made here would hold Ctrl-C until its timeout."""
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn())
+        except BaseException as exc:  # handed to the waiting thread
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="aef-open", daemon=True).start()
+    return future.result()
 
 
 class DaemonPool:
