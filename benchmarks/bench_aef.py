@@ -3,7 +3,8 @@
 The mirror (built once under --work, reused) has the public files' shape: 8192² px files, 1024-px internal
 blocks, 64 bands int8 band-interleaved, ZSTD, bottom-up, and per-pixel noisy vectors (int8 values that vary
 from pixel to pixel, compressing about 1.1× like real embeddings). Only the blocks inside its bounds are
-stored (the rest is sparse nodata), so it takes ~12 GB rather than 4 GB per file.
+stored (the rest is sparse nodata), so it takes ~12 GB rather than 4 GB per file; it is deleted at the end
+unless --keep-mirror (then the next run reuses it).
 
 For each region size, each measure runs in a fresh process (its peak RSS is its own):
 - decode: every needed 64-band block of both years read once by 2 threads — the I/O + decoding limit;
@@ -20,6 +21,7 @@ import argparse
 import json
 import math
 import resource
+import shutil
 import subprocess
 import sys
 import threading
@@ -157,9 +159,21 @@ def measure(kind: str, root: str, mpx: float, out: Path) -> dict:
         "mpx": pixels / 1e6,
         "wall_s": wall,
         "mpx_per_s": pixels / 1e6 / wall,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_mib(),
         **extra,
     }
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory. VmHWM (Linux) rather than ru_maxrss, which a child started by
+    fork + exec inherits from its parent (here: the mirror builder's peak)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _naive(source, grid, out: Path) -> dict:
@@ -217,6 +231,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=float, nargs="+", default=SIZES_MPX, help="region sizes in Mpx")
     parser.add_argument("--naive-max", type=float, default=NAIVE_MAX_MPX, help="largest naive region, Mpx")
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP measure")
+    parser.add_argument(
+        "--keep-mirror", action="store_true", help="keep the ~12 GB mirror for the next run (else deleted)"
+    )
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     mirror = args.work / "aef-real-shaped"
@@ -258,6 +275,10 @@ def main() -> None:
                 f"{r['bytes'] / 1e9:.2f} GB fetched for {r['needed'] / 1e9:.2f} GB of blocks needed "
                 f"({r['bytes'] / r['needed']:.2f}×), peak RSS {r['peak_rss_mib']:.0f} MiB"
             )
+    for out in args.work.glob("out-*"):
+        shutil.rmtree(out, ignore_errors=True)
+    if not args.keep_mirror:
+        shutil.rmtree(mirror, ignore_errors=True)
     print(f"benchmark took {time.perf_counter() - begin:.0f} s")
 
 

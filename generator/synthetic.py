@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import rasterio
 import shapely
 from affine import Affine
+from numba import njit
 from pyproj import Transformer
 from rasterio.enums import Resampling
 from rasterio.io import MemoryFile
@@ -40,7 +41,7 @@ from generator.sources.aef import BANDS, INDEX_NAME, NODATA
 
 COG_BLOCK = 256
 """Default internal tile side of the mirror's files (the real files use 1024: ``MirrorSpec.block_size``)."""
-STREAM_MIN_TILE = 4096
+STREAM_MIN_TILE = 1024
 """Files at least this wide (the real files are 8192 px) are written block by block, without overviews,
 and their smooth field is sampled every ``COARSE_STEP`` px (the per-pixel ``noise`` still varies every
 pixel): an 8192² file is then written in about a minute instead of building 4 GB in memory."""
@@ -311,22 +312,42 @@ def _tile_years(
     base, direction = _base(spec, lon, lat)
     r0, r1 = rows or (0, first.size)
     c0, c1 = cols or (0, first.size)
-    noise = None
-    if spec.noise:
-        seed = [spec.seed, int(first.zone[:-1]), first.xoff, first.yoff, r0, c0]
-        rng = np.random.default_rng(seed)
-        noise = rng.integers(-spec.noise, spec.noise + 1, (BANDS, r1 - r0, c1 - c0), dtype=np.int8)
+    noise = np.zeros((BANDS, r1 - r0, c1 - c0), dtype=np.uint8)
+    if spec.noise:  # random bytes, made uniform in [−noise, noise] by _spread (much faster than integers())
+        rng = np.random.default_rng([spec.seed, int(first.zone[:-1]), first.xoff, first.yoff, r0, c0])
+        noise = np.frombuffer(rng.bytes(noise.size), dtype=np.uint8).reshape(noise.shape)
     for tile in same_place:
         v = _in_year(spec, base, direction, lon, lat, tile.year)
         v[:, outside] = np.nan
         q = quantize(v).reshape(BANDS, *shape)
-        if step > 1:
-            q = q.repeat(step, axis=1).repeat(step, axis=2)[:, : r1 - r0, : c1 - c0]
-        if noise is not None:
-            nodata = q[0] == NODATA
-            q = np.clip(q.astype(np.int16) + noise, -127, 127).astype(np.int8)
-            q[:, nodata] = NODATA
+        if step > 1 or spec.noise:
+            out = np.empty((BANDS, r1 - r0, c1 - c0), dtype=np.int8)
+            _spread(q, step, noise, spec.noise, out)
+            q = out
         yield tile, q
+
+
+@njit(nogil=True, cache=True)
+def _spread(
+    q: np.ndarray, step: int, noise: np.ndarray, amplitude: int, out: np.ndarray
+) -> None:  # pragma: no cover
+    """``out`` = ``q`` repeated ``step`` times along rows and columns, plus noise uniform in
+    [−amplitude, amplitude] made from the random bytes ``noise`` (same shape as ``out``), kept within
+    ±127; pixels nodata in ``q`` stay nodata (−128) in every band. One pass, no temporaries."""
+    bands, rows, cols = out.shape
+    span = 2 * amplitude + 1
+    base = np.empty(cols, dtype=np.int16)
+    hole = np.empty(cols, dtype=np.bool_)
+    for k in range(bands):
+        for rr in range((rows + step - 1) // step):
+            for c in range(cols):
+                base[c] = q[k, rr, c // step]
+                hole[c] = q[0, rr, c // step] == NODATA
+            for r in range(rr * step, min(rr * step + step, rows)):
+                for c in range(cols):
+                    v = base[c] + np.int16((np.int32(noise[k, r, c]) * span) >> 8) - amplitude
+                    v = min(max(v, -127), 127)
+                    out[k, r, c] = NODATA if hole[c] else v
 
 
 def _profile(spec: MirrorSpec, tile: TileInfo) -> dict:

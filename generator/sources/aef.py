@@ -215,6 +215,8 @@ class AefSource(Source):
         tiles = self._candidates(to_crs(area, grid.crs, "EPSG:4326"), year)
         for tile in sorted(tiles, key=lambda t: (t.crs != grid.crs, t.fid)):
             data = self._read(reader, tile, grid, window)
+            if data is None:  # the footprint only touches the window's buffer: no pixel of it inside
+                continue
             take = (data[0] != NODATA) & ~filled  # nodata is −128 in all bands at once
             if out is None and take.all():
                 return data
@@ -227,8 +229,9 @@ class AefSource(Source):
                 break
         return out if out is not None else np.full(shape, NODATA, dtype=np.int8)
 
-    def _read(self, reader: Reader, tile: _Tile, grid: Grid, window: Window) -> np.ndarray:
-        """One tile on a window of the output grid, −128 where it has no data.
+    def _read(self, reader: Reader, tile: _Tile, grid: Grid, window: Window) -> np.ndarray | None:
+        """One tile on a window of the output grid, −128 where it has no data (None: a tile on the grid's
+        lattice with no pixel in the window).
 
         A tile on the grid's own pixel lattice is read directly (flipped if stored bottom-up); any other
         goes through a WarpedVRT (nearest), which reprojects it.
@@ -259,16 +262,17 @@ class AefSource(Source):
 
 def _read_aligned(
     reader: Reader, href: str, facts: FileFacts, window: Window, row: int, col: int, bottom_up: bool
-) -> np.ndarray:
+) -> np.ndarray | None:
     """The window's pixels from a file on the grid's lattice whose row-0 edge is grid row ``row`` and
-    col-0 edge grid col ``col``; −128 outside the file. A bottom-up file's row r is grid row row − 1 − r."""
+    col-0 edge grid col ``col``; −128 outside the file, None if no pixel of the file is in the window.
+    A bottom-up file's row r is grid row row − 1 − r."""
     g0, c0 = int(window.row_off), int(window.col_off)
     g1, c1 = g0 + int(window.height), c0 + int(window.width)
     fc0, fc1 = max(c0 - col, 0), min(c1 - col, facts.width)
     fr0, fr1 = (row - g1, row - g0) if bottom_up else (g0 - row, g1 - row)
     fr0, fr1 = max(fr0, 0), min(fr1, facts.height)
     if fr0 >= fr1 or fc0 >= fc1:
-        return np.full((BANDS, g1 - g0, c1 - c0), NODATA, dtype=np.int8)
+        return None
     data = reader.read(href, Window(fc0, fr0, fc1 - fc0, fr1 - fr0))
     if bottom_up:
         data = data[:, ::-1]
