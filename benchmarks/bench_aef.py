@@ -87,8 +87,9 @@ def needed_blocks(mirror: Path, grid) -> list[tuple[Path, tuple[int, int, int, i
     out = []
     for path in sorted(mirror.glob("*/*/*.tiff")):
         with rasterio.open(path) as f:
-            inv = ~f.transform
-            cols, rows = zip(*(inv * (x, y) for x in (west, east) for y in (south, north)), strict=True)
+            t = f.transform
+            cols = [(x - t.c) / t.a for x in (west, east)]
+            rows = [(y - t.f) / t.e for y in (south, north)]
             r0, r1 = max(math.floor(min(rows)), 0), min(math.ceil(max(rows)), f.height)
             c0, c1 = max(math.floor(min(cols)), 0), min(math.ceil(max(cols)), f.width)
             bh, bw = f.block_shapes[0]

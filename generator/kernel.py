@@ -21,19 +21,26 @@ NODATA = -128
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
+def _nodata(v: np.ndarray, r: int, c: int) -> bool:  # pragma: no cover - numba
+    """Whether pixel (r, c) of a stack is −128 in every band (checked only when band 0 is)."""
+    if v[0, r, c] != NODATA:
+        return False
+    for k in range(1, v.shape[0]):
+        if v[k, r, c] != NODATA:
+            return False
+    return True
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
 def _unit_dot_rows(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - numba
     bands, rows, cols = a.shape
     dot = np.empty(cols, dtype=np.float64)
     norm_a = np.empty(cols, dtype=np.float64)
     norm_b = np.empty(cols, dtype=np.float64)
-    nodata_a = np.empty(cols, dtype=np.int32)
-    nodata_b = np.empty(cols, dtype=np.int32)
     for r in range(rows):
         dot[:] = 0.0
         norm_a[:] = 0.0
         norm_b[:] = 0.0
-        nodata_a[:] = 0
-        nodata_b[:] = 0
         for k in range(bands):
             row_a = a[k, r]
             row_b = b[k, r]
@@ -45,10 +52,8 @@ def _unit_dot_rows(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:  # pr
                 dot[c] += qa * qb
                 norm_a[c] += qa * qa
                 norm_b[c] += qb * qb
-                nodata_a[c] += va == NODATA
-                nodata_b[c] += vb == NODATA
         for c in range(cols):
-            if nodata_a[c] == bands or nodata_b[c] == bands or norm_a[c] == 0.0 or norm_b[c] == 0.0:
+            if norm_a[c] == 0.0 or norm_b[c] == 0.0 or _nodata(a, r, c) or _nodata(b, r, c):
                 out[r, c] = np.nan
             else:
                 out[r, c] = dot[c] / np.sqrt(norm_a[c] * norm_b[c])

@@ -76,8 +76,9 @@ def needed_bytes(mirror: Path, grid: Grid) -> int:
     total = 0
     for path in mirror.glob("*/33N/*.tiff"):
         with rasterio.open(path) as f:
-            inv = ~f.transform
-            cols, rows = zip(*(inv * (x, y) for x in (west, east) for y in (south, north)), strict=True)
+            t = f.transform
+            cols = [(x - t.c) / t.a for x in (west, east)]
+            rows = [(y - t.f) / t.e for y in (south, north)]
             r0, r1 = max(int(np.floor(min(rows))), 0), min(int(np.ceil(max(rows))), f.height)
             c0, c1 = max(int(np.floor(min(cols))), 0), min(int(np.ceil(max(cols))), f.width)
             if r0 >= r1 or c0 >= c1:
