@@ -38,9 +38,6 @@ about 64 MB, so this allows ~100 kB/s; slower links should raise it."""
 READ_CACHE_BYTES = 64 * 1024 * 1024
 """GDAL's block cache while reading (GDAL_CACHEMAX): each block is decoded once and copied out at once,
 so caching more only costs memory (GDAL's default is 5 % of RAM)."""
-HANDLE_CACHE_BYTES = 2 * 1024 * 1024
-"""Per open file cache (VSI_CACHE_SIZE; GDAL's default is 25 MB): it only serves the small header reads,
-since each block is read once, and a job keeps a dozen files open per read thread."""
 HEADER_BYTES = 65536
 """Bytes fetched with the first request of a file (GDAL_INGESTED_BYTES_AT_OPEN): the IFDs of the AEF COGs
 (64 bands × 64 blocks × 2 arrays × 8 bytes per level) fit, saving round trips."""
@@ -103,8 +100,8 @@ def gdal_options() -> dict[str, str | int]:
         "GDAL_HTTP_MULTIPLEX": "YES",
         "GDAL_HTTP_VERSION": "2TLS",
         "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
-        "VSI_CACHE": "TRUE",
-        "VSI_CACHE_SIZE": str(HANDLE_CACHE_BYTES),
+        # No per-handle VSI_CACHE (25 MB each by default): each block is read once, files stay open for
+        # the job, and /vsicurl/ keeps its own cache of headers; measured 4-7 % faster locally without it.
         "GDAL_CACHEMAX": READ_CACHE_BYTES,  # an int: rasterio sets it with GDALSetCacheMax64
     }
     # GDAL's own variables set in the environment win over ours (e.g. a longer timeout for a slow link).
