@@ -25,7 +25,7 @@ def _nodata(v: np.ndarray, r: int, c: int) -> bool:  # pragma: no cover - numba
     """Whether pixel (r, c) of a stack is −128 in every band (checked only when band 0 is)."""
     if v[0, r, c] != NODATA:
         return False
-    for k in range(1, v.shape[0]):
+    for k in range(1, v.shape[0]):  # noqa: SIM110 - numba compiles loops, not all() over a generator
         if v[k, r, c] != NODATA:
             return False
     return True
