@@ -178,6 +178,9 @@ def test_ctrl_c_interrupts_stalled_reads(mirror: Path) -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # A shell's background job starts with SIGINT ignored, and Python then installs no Ctrl-C
+            # handler: give the child the default disposition, as an interactive run has.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         try:
             assert proc.stdout.readline().strip() == "reading"
