@@ -36,11 +36,13 @@ class Faults:
     stall_s: float = 3600.0
     seed: int = 0
     only: str = ""  # faults only on paths containing this (e.g. ".tiff": the index is served cleanly)
+    first: tuple[str, ...] = ()  # faults given to the first requests in this order, then drawn at the rates
 
 
 @dataclass
 class Counters:
     requests: int = 0
+    faultable: int = 0
     bytes_sent: int = 0
     faults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAULTS, 0))
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -71,6 +73,11 @@ def _handler(root: Path, faults: Faults, counters: Counters, stop: threading.Eve
                 counters.requests += 1
                 if faults.only not in self.path:
                     return None
+                counters.faultable += 1
+                if counters.faultable <= len(faults.first):
+                    name = faults.first[counters.faultable - 1]
+                    counters.faults[name] += 1
+                    return name
                 x = rng.random()
                 for name in FAULTS:
                     rate = getattr(faults, name)

@@ -108,7 +108,16 @@ def test_http_run_fetches_each_needed_block_once(mirror: Path, local: tuple[Grid
 
 def test_faults_are_retried_to_the_clean_result(mirror: Path, local: tuple[Grid, np.ndarray]) -> None:
     grid, expected = local
-    faults = Faults(status=0.04, reset=0.04, cut=0.04, stall=0.01, stall_s=STALL_S * 3, seed=4, only=".tiff")
+    faults = Faults(
+        status=0.04,
+        reset=0.04,
+        cut=0.04,
+        stall=0.01,
+        stall_s=STALL_S * 3,
+        seed=4,
+        only=".tiff",
+        first=("cut", "status", "reset", "cut", "stall"),  # each kind at least once, whatever the draws
+    )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GDAL_HTTP_LOW_SPEED_TIME", str(STALL_S))
         with serve(mirror, faults) as (url, counters):
