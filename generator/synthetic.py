@@ -23,12 +23,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import rasterio
 import shapely
 from affine import Affine
+from numba import njit
 from pyproj import Transformer
 from rasterio.enums import Resampling
 from rasterio.io import MemoryFile
 from rasterio.shutil import copy as rio_copy
+from rasterio.windows import Window
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
@@ -37,7 +40,12 @@ from generator.methods import METHODS, dequantize_lut
 from generator.sources.aef import BANDS, INDEX_NAME, NODATA
 
 COG_BLOCK = 256
-"""Internal tile side of the mirror's COGs (the real files use 256 too)."""
+"""Default internal tile side of the mirror's files (the real files use 1024: ``MirrorSpec.block_size``)."""
+STREAM_MIN_TILE = 1024
+"""Files at least this wide (the real files are 8192 px) are written block by block, without overviews,
+and their smooth field is sampled every ``COARSE_STEP`` px (the per-pixel ``noise`` still varies every
+pixel): an 8192² file is then written in about a minute instead of building 4 GB in memory."""
+COARSE_STEP = 16
 FEATURES = 12
 """Number of sinusoids the smooth field is built from."""
 WAVELENGTH_DEG = (0.02, 0.08)
@@ -77,6 +85,17 @@ class MirrorSpec:
     holes: tuple[Hole, ...] = ()
     texture: bool = True
     seed: int = 0
+    block_size: int = COG_BLOCK  # internal tile side (capped to the file's size)
+    year_block_sizes: tuple[tuple[int, int], ...] = ()  # (year, block size) overriding block_size
+    interleave: str = "PIXEL"  # "BAND" like the public files (each band's blocks stored apart)
+    bottom_up: bool = True  # the public files are; False writes north-up files
+    noise: int = 0
+    """Per-pixel noise in int8 steps, uniform in [−noise, noise], added after quantization and the same in
+    every year (seeded by place): real embeddings vary from pixel to pixel and compress only ~1.1×, which
+    ``noise≈60`` reproduces; 0 keeps the smooth, highly compressible field."""
+
+    def block_of(self, year: int) -> int:
+        return dict(self.year_block_sizes).get(year, self.block_size)
 
 
 @dataclass(frozen=True)
@@ -102,10 +121,15 @@ class TileInfo:
         side = self.size * RESOLUTION_M
         return (self.west, self.south, self.west + side, self.south + side)
 
+    def transform_for(self, bottom_up: bool = True) -> Affine:
+        """Bottom-up: row 0 is the southern edge (positive y pixel size), as in the public files."""
+        if bottom_up:
+            return Affine(RESOLUTION_M, 0.0, self.west, 0.0, RESOLUTION_M, self.south)
+        return Affine(RESOLUTION_M, 0.0, self.west, 0.0, -RESOLUTION_M, self.south + self.size * RESOLUTION_M)
+
     @property
     def transform(self) -> Affine:
-        """Bottom-up: row 0 is the southern edge (positive y pixel size), as in the public files."""
-        return Affine(RESOLUTION_M, 0.0, self.west, 0.0, RESOLUTION_M, self.south)
+        return self.transform_for(True)
 
 
 # --- the field ------------------------------------------------------------------------------------------
@@ -247,10 +271,18 @@ def tile_footprint(tile: TileInfo) -> BaseGeometry:
     return footprint.intersection(box(z0, -90.0, z1, 90.0))
 
 
-def tile_lonlat(tile: TileInfo) -> tuple[np.ndarray, np.ndarray]:
-    """(lon, lat) of the pixel centres as (size, size) arrays in file order (row 0 = south)."""
-    centres = (np.arange(tile.size) + 0.5) * RESOLUTION_M
-    x, y = np.meshgrid(tile.west + centres, tile.south + centres)
+def tile_lonlat(
+    tile: TileInfo, rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None, step: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """(lon, lat) of the pixel centres as (size, size) arrays in file order (row 0 = south); or of every
+    ``step``-th pixel of rows × cols (counted from the south-west corner) of the tile."""
+    r0, r1 = rows or (0, tile.size)
+    c0, c1 = cols or (0, tile.size)
+    centre = (step - 1) / 2 + 0.5
+    x, y = np.meshgrid(
+        tile.west + (np.arange(c0, c1, step) + centre) * RESOLUTION_M,
+        tile.south + (np.arange(r0, r1, step) + centre) * RESOLUTION_M,
+    )
     lon, lat = Transformer.from_crs(tile.crs, "EPSG:4326", always_xy=True).transform(x, y)
     return np.asarray(lon), np.asarray(lat)
 
@@ -260,32 +292,90 @@ def tile_data(spec: MirrorSpec, tile: TileInfo) -> np.ndarray:
     return next(_tile_years(spec, [tile]))[1]
 
 
-def _tile_years(spec: MirrorSpec, same_place: list[TileInfo]) -> Iterator[tuple[TileInfo, np.ndarray]]:
-    """Contents of tiles at one place in several years, computing the base field once."""
+def _tile_years(
+    spec: MirrorSpec,
+    same_place: list[TileInfo],
+    rows: tuple[int, int] | None = None,
+    cols: tuple[int, int] | None = None,
+    step: int = 1,
+) -> Iterator[tuple[TileInfo, np.ndarray]]:
+    """Contents (bottom-up, row 0 = south) of tiles at one place in several years, computing the base
+    field once; or of rows × cols of them, the field sampled every ``step`` px and repeated."""
     first = same_place[0]
-    lon, lat = (a.ravel() for a in tile_lonlat(first))
+    lon2, lat2 = tile_lonlat(first, rows, cols, step)
+    shape = lon2.shape
+    lon, lat = lon2.ravel(), lat2.ravel()
     z0, z1 = zone_lon_range(int(first.zone[:-1]))
     west, south, east, north = spec.bounds
     z0, z1 = z0 - ZONE_OVERLAP_DEG, z1 + ZONE_OVERLAP_DEG
     outside = ~((lon >= z0) & (lon < z1) & (lon >= west) & (lon <= east) & (lat >= south) & (lat <= north))
     base, direction = _base(spec, lon, lat)
+    r0, r1 = rows or (0, first.size)
+    c0, c1 = cols or (0, first.size)
+    noise = np.zeros((BANDS, r1 - r0, c1 - c0), dtype=np.uint8)
+    if spec.noise:  # random bytes, made uniform in [−noise, noise] by _spread (much faster than integers())
+        rng = np.random.default_rng([spec.seed, int(first.zone[:-1]), first.xoff, first.yoff, r0, c0])
+        noise = np.frombuffer(rng.bytes(noise.size), dtype=np.uint8).reshape(noise.shape)
     for tile in same_place:
         v = _in_year(spec, base, direction, lon, lat, tile.year)
         v[:, outside] = np.nan
-        yield tile, quantize(v).reshape(BANDS, tile.size, tile.size)
+        q = quantize(v).reshape(BANDS, *shape)
+        if step > 1 or spec.noise:
+            out = np.empty((BANDS, r1 - r0, c1 - c0), dtype=np.int8)
+            _spread(q, step, noise, spec.noise, out)
+            q = out
+        yield tile, q
 
 
-def _write_cog(path: Path, tile: TileInfo, data: np.ndarray) -> None:
-    profile = dict(
+@njit(nogil=True, cache=True)
+def _spread(
+    q: np.ndarray, step: int, noise: np.ndarray, amplitude: int, out: np.ndarray
+) -> None:  # pragma: no cover
+    """``out`` = ``q`` repeated ``step`` times along rows and columns, plus noise uniform in
+    [−amplitude, amplitude] made from the random bytes ``noise`` (same shape as ``out``), kept within
+    ±127; pixels nodata in ``q`` stay nodata (−128) in every band. One pass, no temporaries."""
+    bands, rows, cols = out.shape
+    span = 2 * amplitude + 1
+    base = np.empty(cols, dtype=np.int16)
+    hole = np.empty(cols, dtype=np.bool_)
+    for k in range(bands):
+        for rr in range((rows + step - 1) // step):
+            for c in range(cols):
+                base[c] = q[k, rr, c // step]
+                hole[c] = q[0, rr, c // step] == NODATA
+            for r in range(rr * step, min(rr * step + step, rows)):
+                for c in range(cols):
+                    v = base[c] + np.int16((np.int32(noise[k, r, c]) * span) >> 8) - amplitude
+                    v = min(max(v, -127), 127)
+                    out[k, r, c] = NODATA if hole[c] else v
+
+
+def _profile(spec: MirrorSpec, tile: TileInfo) -> dict:
+    return dict(
         driver="GTiff",
         dtype="int8",
         count=BANDS,
         width=tile.size,
         height=tile.size,
         crs=tile.crs,
-        transform=tile.transform,
+        transform=tile.transform_for(spec.bottom_up),
         nodata=NODATA,
     )
+
+
+def _storage(spec: MirrorSpec, tile: TileInfo) -> dict:
+    """Creation options: ZSTD like the public files; differencing only helps the smooth field."""
+    block = min(spec.block_of(tile.year), tile.size)
+    return dict(compress="ZSTD", predictor=1 if spec.noise else 2, interleave=spec.interleave, block=block)
+
+
+def _write_cog(path: Path, spec: MirrorSpec, tile: TileInfo, data: np.ndarray) -> None:
+    """A small file with overviews down to 1×1: a COG (COG driver) when pixel-interleaved, else a GTiff
+    with the same layout (the COG driver of GDAL 3.10 cannot interleave by band)."""
+    profile = _profile(spec, tile)
+    storage = _storage(spec, tile)
+    if not spec.bottom_up:
+        data = data[:, ::-1]
     levels = [2**k for k in range(1, max(1, math.ceil(math.log2(tile.size))) + 1)]
     with MemoryFile() as mem:
         with mem.open(**profile) as ds:
@@ -293,17 +383,86 @@ def _write_cog(path: Path, tile: TileInfo, data: np.ndarray) -> None:
             # Overviews down to 1×1 like the public files; built here (faster) and kept by the COG driver.
             ds.build_overviews(levels, Resampling.nearest)
         with mem.open() as src:
-            rio_copy(
-                src,
-                path,
-                driver="COG",
-                blocksize=min(COG_BLOCK, tile.size),
-                compress="ZSTD",
-                level=1,
-                predictor=2,
-                interleave="PIXEL",
-                overviews="FORCE_USE_EXISTING",
+            if storage["interleave"] == "PIXEL":
+                rio_copy(
+                    src,
+                    path,
+                    driver="COG",
+                    blocksize=storage["block"],
+                    compress="ZSTD",
+                    level=1,
+                    predictor=storage["predictor"],
+                    interleave="PIXEL",
+                    overviews="FORCE_USE_EXISTING",
+                )
+            else:
+                rio_copy(
+                    src,
+                    path,
+                    driver="GTiff",
+                    tiled=True,
+                    blockxsize=storage["block"],
+                    blockysize=storage["block"],
+                    compress="ZSTD",
+                    zstd_level=1,
+                    predictor=storage["predictor"],
+                    interleave=storage["interleave"],
+                    copy_src_overviews=True,
+                )
+
+
+def _block_has_data(spec: MirrorSpec, tile: TileInfo, rows: tuple[int, int], cols: tuple[int, int]) -> bool:
+    """Whether part of rows × cols of a tile lies inside the bounds (tested every ``COARSE_STEP`` px)."""
+    lon, lat = tile_lonlat(tile, rows, cols, COARSE_STEP)
+    west, south, east, north = spec.bounds
+    return bool(((lon >= west) & (lon <= east) & (lat >= south) & (lat <= north)).any())
+
+
+def _write_streamed(root: Path, spec: MirrorSpec, place: tuple[TileInfo, ...]) -> None:
+    """Large files (``STREAM_MIN_TILE``) written block row by block row, every year at once, no
+    overviews; memory stays at one block row per year."""
+    first = place[0]
+    block = min(spec.block_of(first.year), first.size)
+    outs = []
+    try:
+        for tile in place:
+            path = root / tile.path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            storage = _storage(spec, tile)
+            outs.append(
+                rasterio.open(
+                    path,
+                    "w",
+                    **_profile(spec, tile),
+                    tiled=True,
+                    blockxsize=storage["block"],
+                    blockysize=storage["block"],
+                    compress="ZSTD",
+                    zstd_level=1,
+                    predictor=storage["predictor"],
+                    interleave=storage["interleave"],
+                    BIGTIFF="IF_SAFER",
+                    sparse_ok=True,  # blocks outside the bounds are never written: nodata, no disk
+                )
             )
+        for r0 in range(0, first.size, block):
+            r1 = min(r0 + block, first.size)
+            for c0 in range(0, first.size, block):
+                c1 = min(c0 + block, first.size)
+                if not _block_has_data(spec, first, (r0, r1), (c0, c1)):
+                    continue
+                for out, (_, data) in zip(
+                    outs, _tile_years(spec, list(place), (r0, r1), (c0, c1), COARSE_STEP), strict=True
+                ):
+                    if spec.bottom_up:
+                        window = Window(c0, r0, c1 - c0, r1 - r0)
+                    else:
+                        window = Window(c0, first.size - r1, c1 - c0, r1 - r0)
+                        data = data[:, ::-1]
+                    out.write(data, window=window)
+    finally:
+        for out in outs:
+            out.close()
 
 
 def _write_index(root: Path, rows: list[tuple[TileInfo, BaseGeometry]]) -> None:
@@ -348,10 +507,13 @@ def _write_place(root: Path, spec: MirrorSpec, place: tuple[TileInfo, ...]) -> l
     footprint = tile_footprint(place[0]).intersection(box(*spec.bounds))
     if footprint.is_empty or footprint.area == 0.0:
         return []
+    if place[0].size >= STREAM_MIN_TILE:
+        _write_streamed(root, spec, place)
+        return list(place)
     for tile, data in _tile_years(spec, list(place)):
         path = root / tile.path
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_cog(path, tile, data)
+        _write_cog(path, spec, tile, data)
     return list(place)
 
 

@@ -1,9 +1,10 @@
 """The "aef" source: change computed locally from a copy of the AEF COGs (folder, https, s3 or gs).
 
-For each block of the output grid and each year, the tiles whose footprint intersects the block are read
-onto the output grid: tiles on the grid's own lattice by a plain windowed read (flipped, since the files
-are stored bottom-up), other-zone tiles through a WarpedVRT (nearest). Then de-quantized, renormalized
-and compared.
+The work is planned on the files' own block lattice (``aef_blocks``): each unit is a whole number of file
+blocks, read once per year by a pool of threads (GDAL releases the GIL) from datasets kept open for the
+job (``aef_read``). Tiles on the grid's own lattice are read by a plain windowed read (flipped, since the
+files are stored bottom-up), other-zone tiles through a WarpedVRT (nearest). The two int8 stacks are then
+compared in one fused pass (``generator.kernel``) and the unit is cut into the writer's windows.
 """
 
 from __future__ import annotations
@@ -11,17 +12,14 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import rasterio
 import shapely
-from affine import Affine
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
-from rasterio.session import DummySession
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 from shapely.geometry import box
@@ -29,24 +27,31 @@ from shapely.geometry.base import BaseGeometry
 
 from generator.errors import ConfigError, SourceError
 from generator.grid import Grid, to_crs
-from generator.methods import EMBEDDING_METHODS, METHODS, dequantize_lut, unit_dot
+from generator.kernel import unit_dot_int8
+from generator.methods import EMBEDDING_METHODS, METHODS
+from generator.sources.aef_blocks import (
+    DEFAULT_LATTICE,
+    Lattice,
+    file_lattice,
+    group_units,
+    pixel_offset,
+    windows_on,
+)
 from generator.sources.aef_index import INDEX_NAME, load_index
+from generator.sources.aef_read import DaemonPool, FileFacts, Reader, interruptible
 from generator.sources.base import AEF_DATASET, Block, Source, SourceInfo
 from generator.sources.identity import file_identity
-from generator.sources.remote import gdal_options, gdal_path, join, scheme_of
-from generator.urls import public_href, redact
+from generator.sources.remote import gdal_options, join, scheme_of
+from generator.urls import public_href
 
 BANDS = 64
 NODATA = -128
-READ_THREADS = max(1, min(4, os.cpu_count() or 1))
-"""Blocks computed at once; each holds about 100 MB at most (two 512² × 64 int8 mosaics + float strips)."""
-STRIP_ROWS = 64
-"""Rows de-quantized to float32 at a time, to keep the float copies of a block small."""
+READ_THREADS = max(2, min(4, os.cpu_count() or 1))
+"""Units read and computed at once; each holds about 140 MB at most (two 1024² × 64 int8 stacks + the
+float64 cosine), so the job stays well under 1 GiB; at least 2 so reading overlaps computing."""
 WARP_TOLERANCE_PX = 1e-9
 """Error allowed when GDAL approximates the reprojection: GDAL's default (0.125 px) makes nearest
 resampling pick a neighbouring pixel now and then. (0 is refused by rasterio; this is exact enough.)"""
-LATTICE_TOLERANCE = 1e-6
-"""How far (in pixels) a file's origin may sit from the grid's lattice and still be read without warping."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,8 @@ class AefSource(Source):
             tiles = [t for t in self._tiles if t.year == year]
             self._by_year[year] = (tiles, shapely.STRtree([t.geometry for t in tiles]))
         self._gdal_options = {**gdal_options(), **index.gdal_options}
-        self._pool: ThreadPoolExecutor | None = None
+        self._reader: Reader | None = None
+        self._lattices: dict[Grid, Lattice] = {}
 
     @property
     def info(self) -> SourceInfo:
@@ -112,7 +118,9 @@ class AefSource(Source):
         return bool(self._candidates(geometry_wgs84, year))
 
     def windows(self, grid: Grid) -> list[Window]:
-        return list(grid.windows())
+        """Windows cut on the block lattice of the grid's own files, so each file block is decoded once
+        (see ``aef_blocks``); the grid's 512-px lattice when no file of its zone is on its pixel lattice."""
+        return windows_on(self._lattice(grid), grid)
 
     def compute(
         self, grid: Grid, from_year: int, to_year: int, method: str, windows: list[Window]
@@ -120,22 +128,60 @@ class AefSource(Source):
         from_dot = METHODS[method].from_dot if method in METHODS else None
         if from_dot is None:
             raise ConfigError(f"method '{method}': the aef source computes {', '.join(EMBEDDING_METHODS)}")
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="aef-read")
+        units = group_units(self._lattice(grid), windows)
+        reader = self._job_reader()
 
-        def one(window: Window) -> Block:
-            a = self._mosaic(grid, window, from_year)
-            b = self._mosaic(grid, window, to_year)
-            return window, _change(a, b, from_dot)
+        def one(unit: tuple[Window, list[Window]]) -> list[Block]:
+            cell, members = unit
+            a = self._mosaic(reader, grid, cell, from_year)
+            b = self._mosaic(reader, grid, cell, to_year)
+            values = from_dot(unit_dot_int8(a, b)).astype(np.float32, copy=False)
+            del a, b
+            r0, c0 = int(cell.row_off), int(cell.col_off)
+            return [
+                (
+                    w,
+                    values[
+                        w.row_off - r0 : w.row_off - r0 + w.height, w.col_off - c0 : w.col_off - c0 + w.width
+                    ],
+                )
+                for w in members
+            ]
 
-        yield from _bounded_map(self._pool, one, windows, ahead=2 * READ_THREADS)
+        pool = DaemonPool(READ_THREADS)
+        try:
+            for blocks in _bounded_map(pool, one, units, ahead=READ_THREADS + 1):
+                yield from blocks
+        finally:
+            pool.shutdown()
+            self.close()  # datasets live for the job: the next job opens what it needs
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     # --- reading ---------------------------------------------------------------------------------------
+
+    def _job_reader(self) -> Reader:
+        if self._reader is None:
+            self._reader = Reader(self._gdal_options)
+        return self._reader
+
+    def _lattice(self, grid: Grid) -> Lattice:
+        """The block lattice of the first file (by year, fid) of the grid's zone that covers part of it."""
+        if grid not in self._lattices:
+            lattice = DEFAULT_LATTICE
+            area = to_crs(box(*grid.bounds), grid.crs, "EPSG:4326")
+            for year in self._by_year:
+                tiles = [t for t in self._candidates(area, year) if t.crs == grid.crs]
+                if tiles:
+                    reader = self._job_reader()
+                    facts = interruptible(lambda r=reader, h=tiles[0].href: r.facts(h))
+                    lattice = file_lattice(facts.transform, facts.block_shape, grid) or DEFAULT_LATTICE
+                    break
+            self._lattices[grid] = lattice
+        return self._lattices[grid]
 
     def _candidates(self, geometry_wgs84: BaseGeometry, year: int) -> list[_Tile]:
         if year not in self._by_year:
@@ -143,102 +189,94 @@ class AefSource(Source):
         tiles, tree = self._by_year[year]
         return [tiles[i] for i in sorted(tree.query(geometry_wgs84, predicate="intersects"))]
 
-    def _mosaic(self, grid: Grid, window: Window, year: int) -> np.ndarray:
+    def _mosaic(self, reader: Reader, grid: Grid, window: Window, year: int) -> np.ndarray:
         """The int8 (64, rows, cols) stack of a year on a window; first valid tile wins, −128 elsewhere.
 
-        Tiles of the grid's own zone come first (their pixels are copied, not resampled), then by fid.
+        Tiles of the grid's own zone come first (their pixels are copied, not resampled), then by fid. A
+        window filled by its first tile is returned as read (a flipped view for bottom-up files).
         """
         shape = (BANDS, int(window.height), int(window.width))
-        out = np.full(shape, NODATA, dtype=np.int8)
+        out: np.ndarray | None = None
         filled = np.zeros(shape[1:], dtype=bool)
         pixel = abs(grid.transform.a)
         west, south, east, north = grid.window_bounds(window)
         area = box(west - pixel, south - pixel, east + pixel, north + pixel).segmentize(pixel * 64)
         tiles = self._candidates(to_crs(area, grid.crs, "EPSG:4326"), year)
         for tile in sorted(tiles, key=lambda t: (t.crs != grid.crs, t.fid)):
-            data = self._read(tile, grid, window)
+            data = self._read(reader, tile, grid, window)
+            if data is None:  # the footprint only touches the window's buffer: no pixel of it inside
+                continue
             take = (data[0] != NODATA) & ~filled  # nodata is −128 in all bands at once
+            if out is None and take.all():
+                return data
+            if out is None:
+                out = np.full(shape, NODATA, dtype=np.int8)
             np.copyto(out, data, where=take)
             filled |= take
+            del data
             if filled.all():
                 break
-        return out
+        return out if out is not None else np.full(shape, NODATA, dtype=np.int8)
 
-    def _read(self, tile: _Tile, grid: Grid, window: Window) -> np.ndarray:
-        """One tile on a window of the output grid, −128 where it has no data.
+    def _read(self, reader: Reader, tile: _Tile, grid: Grid, window: Window) -> np.ndarray | None:
+        """One tile on a window of the output grid, −128 where it has no data (None: a tile on the grid's
+        lattice with no pixel in the window).
 
-        A tile on the grid's own pixel lattice is read directly (and flipped if stored bottom-up); any other
+        A tile on the grid's own pixel lattice is read directly (flipped if stored bottom-up); any other
         goes through a WarpedVRT (nearest), which reprojects it.
         """
-        try:
-            with (
-                rasterio.Env(session=DummySession(), **self._gdal_options),
-                rasterio.open(gdal_path(tile.href)) as src,
-            ):
-                if src.count != BANDS:
-                    raise SourceError(f"AEF tile {public_href(tile.href)} has {src.count} bands, not {BANDS}")
-                rows = _lattice_rows(src.transform, src.crs.to_string(), grid, window)
-                if rows is not None:
-                    return _read_aligned(src, window, *rows)
-                with WarpedVRT(
-                    src,
-                    crs=grid.crs,
-                    transform=grid.window_transform(window),
-                    width=int(window.width),
-                    height=int(window.height),
-                    resampling=Resampling.nearest,
-                    tolerance=WARP_TOLERANCE_PX,
-                    src_nodata=NODATA,
-                    nodata=NODATA,
-                ) as vrt:
-                    return vrt.read().astype(np.int8, copy=False)
-        except RasterioError as exc:
-            raise SourceError(
-                f"AEF tile {public_href(tile.href)} could not be read: {redact(str(exc))}"
-            ) from None
+        facts = reader.facts(tile.href)
+        if facts.count != BANDS:
+            raise SourceError(f"AEF tile {public_href(tile.href)} has {facts.count} bands, not {BANDS}")
+        offset = pixel_offset(facts.transform, grid) if facts.crs == grid.crs else None
+        if offset is not None:
+            return _read_aligned(reader, tile.href, facts, window, *offset)
+
+        def warped(src: rasterio.DatasetReader) -> np.ndarray:
+            with WarpedVRT(
+                src,
+                crs=grid.crs,
+                transform=grid.window_transform(window),
+                width=int(window.width),
+                height=int(window.height),
+                resampling=Resampling.nearest,
+                tolerance=WARP_TOLERANCE_PX,
+                src_nodata=NODATA,
+                nodata=NODATA,
+            ) as vrt:
+                return vrt.read().astype(np.int8, copy=False)
+
+        return reader.call(tile.href, warped)
 
 
-def _lattice_rows(transform: Affine, crs: str, grid: Grid, window: Window) -> tuple[int, int, bool] | None:
-    """(first row, first col, bottom-up) of the window in a file on the grid's own lattice, else None."""
-    t = grid.window_transform(window)
-    if crs != grid.crs or transform.b or transform.d or transform.a != t.a or abs(transform.e) != abs(t.e):
+def _read_aligned(
+    reader: Reader, href: str, facts: FileFacts, window: Window, row: int, col: int, bottom_up: bool
+) -> np.ndarray | None:
+    """The window's pixels from a file on the grid's lattice whose row-0 edge is grid row ``row`` and
+    col-0 edge grid col ``col``; −128 outside the file, None if no pixel of the file is in the window.
+    A bottom-up file's row r is grid row row − 1 − r."""
+    g0, c0 = int(window.row_off), int(window.col_off)
+    g1, c1 = g0 + int(window.height), c0 + int(window.width)
+    fc0, fc1 = max(c0 - col, 0), min(c1 - col, facts.width)
+    fr0, fr1 = (row - g1, row - g0) if bottom_up else (g0 - row, g1 - row)
+    fr0, fr1 = max(fr0, 0), min(fr1, facts.height)
+    if fr0 >= fr1 or fc0 >= fc1:
         return None
-    col = (t.c - transform.c) / transform.a
-    if transform.e > 0:  # bottom-up: row 0 is the southern edge
-        row = (t.f + t.e * window.height - transform.f) / transform.e
+    data = reader.read(href, Window(fc0, fr0, fc1 - fc0, fr1 - fr0))
+    if bottom_up:
+        data = data[:, ::-1]
+        top = row - fr1 - g0  # grid row of the last file row read, relative to the window
     else:
-        row = (t.f - transform.f) / transform.e
-    if abs(col - round(col)) > LATTICE_TOLERANCE or abs(row - round(row)) > LATTICE_TOLERANCE:
-        return None
-    return round(row), round(col), transform.e > 0
-
-
-def _read_aligned(src: rasterio.DatasetReader, window: Window, row: int, col: int, flip: bool) -> np.ndarray:
-    """The window's pixels copied from a file on the same lattice, −128 outside the file."""
-    height, width = int(window.height), int(window.width)
-    out = np.full((BANDS, height, width), NODATA, dtype=np.int8)
-    r0, r1 = max(row, 0), min(row + height, src.height)
-    c0, c1 = max(col, 0), min(col + width, src.width)
-    if r0 < r1 and c0 < c1:
-        out[:, r0 - row : r1 - row, c0 - col : c1 - col] = src.read(window=Window(c0, r0, c1 - c0, r1 - r0))
-    return out[:, ::-1] if flip else out
-
-
-def _change(a: np.ndarray, b: np.ndarray, from_dot: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """float32 change of two int8 stacks, NaN where either is nodata; de-quantized strip by strip."""
-    lut = dequantize_lut()
-    out = np.full(a.shape[1:], np.nan, dtype=np.float32)
-    for r0 in range(0, a.shape[1], STRIP_ROWS):
-        sa, sb = a[:, r0 : r0 + STRIP_ROWS], b[:, r0 : r0 + STRIP_ROWS]
-        valid = ~(sa == NODATA).all(axis=0) & ~(sb == NODATA).all(axis=0)
-        if not valid.any():
-            continue
-        dot = unit_dot(lut[sa.view(np.uint8)], lut[sb.view(np.uint8)])
-        out[r0 : r0 + STRIP_ROWS] = np.where(valid, from_dot(dot), np.float32(np.nan))
+        top = fr0 + row - g0
+    left = fc0 + col - c0
+    if top == 0 and left == 0 and data.shape[1:] == (g1 - g0, c1 - c0):
+        return data
+    out = np.full((BANDS, g1 - g0, c1 - c0), NODATA, dtype=np.int8)
+    out[:, top : top + data.shape[1], left : left + data.shape[2]] = data
     return out
 
 
-def _bounded_map(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, ahead: int) -> Iterator:
+def _bounded_map(pool: DaemonPool, fn: Callable, items: Iterable, ahead: int) -> Iterator:
     """``pool.map`` in order with at most ``ahead`` results pending, so memory stays bounded."""
     pending: deque[Future] = deque()
     try:

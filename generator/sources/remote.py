@@ -35,7 +35,23 @@ except PackageNotFoundError:  # a source tree that was not installed
 """Sent with every HTTP request for the index, and to GDAL (GDAL_HTTP_USERAGENT) for the tiles: the Source
 Cooperative host refuses Python-urllib's default User-Agent."""
 GDAL_HTTP_MAX_RETRY = 3
+"""Retries GDAL makes itself on HTTP 429/5xx and some connection errors (our reader retries the rest)."""
 GDAL_HTTP_RETRY_DELAY_S = 1
+CONNECT_TIMEOUT_S = 15
+"""Seconds to open a connection (GDAL_HTTP_CONNECTTIMEOUT)."""
+STALL_TIMEOUT_S = 30
+"""A transfer that delivers less than ``STALL_MIN_BYTES_PER_S`` for this long is abandoned
+(GDAL_HTTP_LOW_SPEED_TIME): a stalled server fails the read instead of hanging the run."""
+STALL_MIN_BYTES_PER_S = 1
+REQUEST_TIMEOUT_S = 600
+"""Upper bound on one HTTP request (GDAL_HTTP_TIMEOUT): merged ranges of a 1024-px block of 64 bands are
+about 64 MB, so this allows ~100 kB/s; slower links should raise it."""
+READ_CACHE_BYTES = 64 * 1024 * 1024
+"""GDAL's block cache while reading (GDAL_CACHEMAX): each block is decoded once and copied out at once,
+so caching more only costs memory (GDAL's default is 5 % of RAM)."""
+HEADER_BYTES = 65536
+"""Bytes fetched with the first request of a file (GDAL_INGESTED_BYTES_AT_OPEN): the IFDs of the AEF COGs
+(64 bands × 64 blocks × 2 arrays × 8 bytes per level) fit, saving round trips."""
 
 
 def scheme_of(href: str) -> str:
@@ -73,7 +89,7 @@ def _truthy(name: str) -> bool:
     return os.environ.get(name, "").strip().upper() in ("YES", "TRUE", "ON", "1")
 
 
-def gdal_options() -> dict[str, str]:
+def gdal_options() -> dict[str, str | int]:
     """GDAL config options for reading the mirror: few directory listings, retries, the S3 endpoint.
 
     AWS_ENDPOINT_URL (boto3's variable) is mapped to GDAL's AWS_S3_ENDPOINT / AWS_HTTPS /
@@ -83,8 +99,24 @@ def gdal_options() -> dict[str, str]:
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
         "GDAL_HTTP_MAX_RETRY": str(GDAL_HTTP_MAX_RETRY),
         "GDAL_HTTP_RETRY_DELAY": str(GDAL_HTTP_RETRY_DELAY_S),
-        "VSI_CACHE": "TRUE",
+        "GDAL_HTTP_CONNECTTIMEOUT": str(CONNECT_TIMEOUT_S),
+        "GDAL_HTTP_LOW_SPEED_TIME": str(STALL_TIMEOUT_S),
+        "GDAL_HTTP_LOW_SPEED_LIMIT": str(STALL_MIN_BYTES_PER_S),
+        "GDAL_HTTP_TIMEOUT": str(REQUEST_TIMEOUT_S),
+        # Headers and directory facts of the files, kept for the life of the process.
+        "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF",
+        "GDAL_INGESTED_BYTES_AT_OPEN": str(HEADER_BYTES),
+        # Ranges of one read (e.g. a block's tiles of every band) fetched in parallel, over HTTP/2 when the
+        # server offers it; consecutive ranges are merged into one request.
+        "GDAL_HTTP_MULTIPLEX": "YES",
+        "GDAL_HTTP_VERSION": "2TLS",
+        "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+        # No per-handle VSI_CACHE (25 MB each by default): each block is read once, files stay open for
+        # the job, and /vsicurl/ keeps its own cache of headers; measured 4-7 % faster locally without it.
+        "GDAL_CACHEMAX": READ_CACHE_BYTES,  # an int: rasterio sets it with GDALSetCacheMax64
     }
+    # GDAL's own variables set in the environment win over ours (e.g. a longer timeout for a slow link).
+    options = {k: v for k, v in options.items() if k not in os.environ}
     endpoint = _s3_endpoint()
     if endpoint and "AWS_S3_ENDPOINT" not in os.environ:
         parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
@@ -92,6 +124,14 @@ def gdal_options() -> dict[str, str]:
         options["AWS_HTTPS"] = "NO" if parts.scheme == "http" else "YES"
         options["AWS_VIRTUAL_HOSTING"] = "FALSE"
     return options
+
+
+def http_timeouts() -> dict[str, float]:
+    """The effective connect and stall timeouts in seconds (ours, or GDAL's variables when set)."""
+    return {
+        "connect_s": float(os.environ.get("GDAL_HTTP_CONNECTTIMEOUT", CONNECT_TIMEOUT_S)),
+        "read_s": float(os.environ.get("GDAL_HTTP_LOW_SPEED_TIME", STALL_TIMEOUT_S)),
+    }
 
 
 def _s3_filesystem(bucket: str) -> pafs.S3FileSystem:
