@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from changecat import __version__
-from changecat.pipeline import JobOutcome, run
+from changecat.pipeline import JobOutcome, run, source_years
 from changecat.signals import EXIT_SIGTERM, exit_code, terminate_as_interrupt
 from generator.config import load_config
 from generator.errors import ChangecatError
@@ -82,7 +82,7 @@ def _run_config(config_path: Path, force: bool, adopt: bool = False, prune: bool
 
 
 def _run_config_inner(config_path: Path, force: bool, adopt: bool, prune: bool) -> None:
-    config = load_config(config_path)
+    config = load_config(config_path, years_of=source_years)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

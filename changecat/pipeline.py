@@ -27,7 +27,7 @@ from catalog.prune import prune_candidates, remove_products
 from catalog.store import CatalogStore
 from catalog.testhook import hold
 from changecat import __version__
-from generator.config import Config
+from generator.config import Config, SourceConfig
 from generator.errors import ChangecatError, ConfigError, NoDataError, OutputError
 from generator.grid import Grid, to_crs
 from generator.methods import METHODS
@@ -162,6 +162,20 @@ def prune(config: Config, dry_run: bool = False, note: Callable[[str], None] | N
         with RunSession(store.root, note, active=True):
             remove_products(store, unwanted, note)
     return [store.root / coll / item_id for coll, item_id in unwanted]
+
+
+def source_years(source_config: SourceConfig) -> list[int] | None:
+    """The years the configured source holds, or None when it cannot be opened (for config messages)."""
+    try:
+        source = open_source(source_config)
+    except ChangecatError:
+        return None
+    try:
+        return source.years()
+    except ChangecatError:
+        return None
+    finally:
+        source.close()
 
 
 def plan_jobs(config: Config, source: Source) -> list[Job]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -110,8 +111,13 @@ class Config:
     max_pixels: int = DEFAULT_MAX_PIXELS  # every region's grid has at most this many pixels
 
 
-def load_config(path: Path | str) -> Config:
-    """Read and validate a regions config file."""
+YearsOf = Callable[[SourceConfig], list[int] | None]
+"""The years a configured source holds (None when it cannot be opened): lets a config with problems also
+report the years it asks for that the source lacks, all in one message."""
+
+
+def load_config(path: Path | str, years_of: YearsOf | None = None) -> Config:
+    """Read and validate a regions config file (``years_of``: see ``YearsOf``)."""
     path = Path(path)
     try:
         with path.open("rb") as f:
@@ -138,10 +144,10 @@ def load_config(path: Path | str) -> Config:
         raise ConfigError(f"{path}: {exc}") from None
     if data is None:
         raise ConfigError(f"{path}: the config is empty; it needs catalog, source, pairs and regions")
-    return parse_config(data, path)
+    return parse_config(data, path, years_of)
 
 
-def parse_config(data: Any, path: Path) -> Config:
+def parse_config(data: Any, path: Path, years_of: YearsOf | None = None) -> Config:
     """Validate parsed YAML; ``path`` names the file in messages and anchors relative paths.
 
     Every problem is collected in one pass: the schema's, then the checks a schema cannot express on each
@@ -171,6 +177,15 @@ def parse_config(data: Any, path: Path) -> Config:
     catalog = (
         _parse_catalog(data["catalog"], base, problems) if "catalog" in data and sound("catalog") else None
     )
+    if problems and years_of is not None and source is not None and pairs is not None:
+        # Otherwise the run checks the years when it opens the source; here they join the other problems.
+        available = years_of(source)
+        missing = sorted(pairs.years() - set(available)) if available is not None else []
+        if missing:
+            problems.append(
+                f"pairs: the source has no data for year(s) {', '.join(map(str, missing))}; "
+                f"available years: {', '.join(map(str, available or [])) or 'none'}"
+            )
     if problems:
         raise ConfigError(_report(path, problems))
     assert catalog and source and pairs  # sound parts, as no problem was found

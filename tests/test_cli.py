@@ -101,6 +101,29 @@ def test_bad_config_is_one_clear_message_and_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_config_problems_and_years_the_source_lacks_are_reported_together(demo_out, tmp_path: Path) -> None:
+    """A bad id, an unknown method and a year the source lacks: one message naming all three (the year
+    used to be reported only once the other problems were fixed)."""
+    out, _ = demo_out
+    config = tmp_path / "regions.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "catalog": {"id": "x", "output": "catalog"},
+                "source": {"kind": "aef", "root": str(out / "demo" / "aef")},
+                "pairs": [[2017, 2031]],
+                "methods": ["cosine", "euclid"],
+                "regions": [{"id": "Bad", "bbox": [11.985, 52.41, 12.015, 52.43]}],
+            }
+        )
+    )
+    result = changecat("run", config)
+    assert result.returncode == 2, result.stderr
+    assert "regions[0].id: 'Bad' is not a valid id" in result.stderr
+    assert "unknown method 'euclid'" in result.stderr
+    assert "the source has no data for year(s) 2031; available years: 2017, 2020, 2024" in result.stderr
+
+
 def test_a_failed_job_makes_exit_1_with_a_summary(demo_out, tmp_path: Path) -> None:
     out, _ = demo_out
     config = tmp_path / "regions.yaml"
