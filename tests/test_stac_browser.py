@@ -163,11 +163,19 @@ def test_collection_lists_every_item_with_its_thumbnail(page: dict, served: Cata
     titles = [json.loads(u.data)["properties"]["title"] for u in served.objects.values() if u.kind == "item"]
     assert len(titles) == 12
     assert [t for t in titles if t not in text] == []
-    loaded = pg.evaluate(
-        "Array.from(document.images).filter(i => i.src.endsWith('/thumbnail.png') && i.naturalWidth > 0)"
-        ".map(i => i.src)"
-    )
-    assert len(set(loaded)) >= 12  # every item card with its quicklook (plus the collection's own)
+    loaded: set[str] = set()
+    for _ in range(LOAD_TIMEOUT_MS // 500):  # the last cards' images may still be loading: wait for them
+        loaded = set(
+            pg.evaluate(
+                "Array.from(document.images)"
+                ".filter(i => i.src.endsWith('/thumbnail.png') && i.naturalWidth > 0).map(i => i.src)"
+            )
+        )
+        if len(loaded) >= 12:
+            break
+        scroll_through(pg)
+        pg.wait_for_timeout(500)
+    assert len(loaded) >= 12  # every item card with its quicklook (plus the collection's own)
 
 
 def test_item_page_shows_the_cog_on_the_map(page: dict, served: CatalogServer) -> None:
