@@ -31,6 +31,7 @@ from catalog.hotspots import HOTSPOTS_ASSET, hotspots_asset
 from catalog.provenance import (
     COG_MEDIA_TYPE,
     HTML_MEDIA_TYPE,
+    PARQUET_MEDIA_TYPE,
     ROOT_TITLE,
     collection_title,
     lineage,
@@ -188,7 +189,7 @@ def _item_assets(items: list[pystac.Item]) -> dict[str, pystac.ItemAssetDefiniti
     change_fields: dict[str, Any] = {"data_type": "float32", "nodata": NODATA, "raster:sampling": "area"}
     if len(resolutions) == 1 and None not in resolutions:
         change_fields["raster:spatial_resolution"] = resolutions.pop()
-    return {
+    defs = {
         CHANGE_ASSET: pystac.ItemAssetDefinition.create(
             title="Change",
             description=None,
@@ -203,6 +204,14 @@ def _item_assets(items: list[pystac.Item]) -> dict[str, pystac.ItemAssetDefiniti
             title="Quicklook", description=None, media_type=PNG_MEDIA_TYPE, roles=["overview"]
         ),
     }
+    if any(HOTSPOTS_ASSET in i.assets for i in items):
+        defs[HOTSPOTS_ASSET] = pystac.ItemAssetDefinition.create(
+            title="Change hotspots (GeoParquet)",
+            description=None,
+            media_type=PARQUET_MEDIA_TYPE,
+            roles=["data"],
+        )
+    return defs
 
 
 def build_collection(collection: str, items: list[pystac.Item]) -> pystac.Collection:

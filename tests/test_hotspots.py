@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from click.testing import CliRunner
 from rasterio.features import shapes
 from rasterio.windows import Window
 from scipy import ndimage
-from shapely.geometry import Point, shape
+from shapely.geometry import Point, box, shape
 
 from catalog.agree import disagreement
 from catalog.files import read_json
@@ -37,6 +38,7 @@ from generator.hotspots import (
     HotspotParams,
     hotspot_rows,
 )
+from generator.plan import Job, Region
 from generator.synthetic import planted_value
 
 COLLECTION = "google-satellite-embedding-v1-annual"
@@ -252,6 +254,17 @@ def test_each_planted_change_is_one_hotspot(demo: Path, method: str, stac_schema
     assert asset["type"] == "application/vnd.apache.parquet" and asset["roles"] == ["data"]
     assert asset["file:size"] == (folder / HOTSPOTS_NAME).stat().st_size
     assert validate_catalog(demo, stac_schemas) == []
+    definition = read_json(demo / COLLECTION / "collection.json")["item_assets"]["hotspots"]
+    assert definition["type"] == "application/vnd.apache.parquet" and definition["roles"] == ["data"]
+
+
+def test_changing_the_hotspot_settings_remakes_the_products() -> None:
+    region = Region("town", "Town", box(13.5, 52.0, 13.6, 52.1))
+    job = Job(region, 2017, 2024, "cosine", GRID, HotspotParams(0.2))
+    same = job.fingerprint("source", "1.0")
+    assert replace(job, hotspots=HotspotParams(0.2)).fingerprint("source", "1.0") == same
+    assert replace(job, hotspots=HotspotParams(0.3)).fingerprint("source", "1.0") != same
+    assert replace(job, hotspots=HotspotParams(0.2, 1e4)).fingerprint("source", "1.0") != same
 
 
 def test_the_table_is_geoparquet(demo: Path) -> None:
