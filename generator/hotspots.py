@@ -16,6 +16,10 @@ Memory: the block at hand, plus what grows with the number of components and blo
 the polygon pieces per component that reaches a block border (open) or is large enough to keep, and the
 four border strips (one int64 per border pixel) of every block with a pixel at or above the threshold on
 its border. Components inside one block that are smaller than the minimum area are dropped at once.
+The pieces grow with the length of the hotspots' outlines, not their area: for sparse change they are
+small, but a 16.8 Mpx raster whose changed third forms one maze held ~190 MB of pieces and took 11 s of
+CPU to union (measured with 512 px blocks; ``shapely.coverage_union_all`` would be faster but needs
+pieces noded alike on both sides of a block border, which ``shapes`` does not give).
 """
 
 from __future__ import annotations
