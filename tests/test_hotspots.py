@@ -313,8 +313,12 @@ def test_cli_writes_geojson(demo: Path, tmp_path: Path) -> None:
     for feature, row in zip(doc["features"], rows, strict=True):
         assert shape(feature["geometry"]).equals(row["geometry"])
         assert feature["properties"]["area_m2"] == row["area_m2"]
+    result = CliRunner().invoke(cli, ["hotspots", str(folder / HOTSPOTS_NAME), "--geojson", "-"])
+    assert result.exit_code == 0 and json.loads(result.stdout) == doc
     result = CliRunner().invoke(cli, ["hotspots", str(folder / f"{folder.name}.json")])
     assert result.exit_code == 0 and "rank" in result.output
+    result = CliRunner().invoke(cli, ["hotspots", str(tmp_path)])
+    assert result.exit_code != 0 and "no item here" in str(result.exception)
 
 
 def test_a_threshold_above_every_change_gives_an_empty_valid_table(
