@@ -27,9 +27,11 @@ from catalog.extension import CHANGE_EXTENSION
 from catalog.files import FileFacts, RasterFacts
 from catalog.footprint import footprint
 from catalog.geoparquet import ITEMS_ASSET, items_asset
+from catalog.hotspots import HOTSPOTS_ASSET, hotspots_asset
 from catalog.provenance import (
     COG_MEDIA_TYPE,
     HTML_MEDIA_TYPE,
+    PARQUET_MEDIA_TYPE,
     ROOT_TITLE,
     collection_title,
     lineage,
@@ -76,6 +78,7 @@ class ProductFacts:
     raster: RasterFacts
     context: dict[str, tuple[FileFacts, RasterFacts]] = field(default_factory=dict)  # by asset key
     overview: FileFacts | None = None  # the ≤ 1024 px quicklook beside the thumbnail, when there is one
+    hotspots: FileFacts | None = None  # the hotspots GeoParquet table, when the product has one
 
 
 def span(from_year: int, to_year: int) -> tuple[datetime, datetime]:
@@ -118,6 +121,7 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
         "change:fingerprint": product.fingerprint,
         **({"change:dataset_version": product.source.version} if product.source.version else {}),
         **({"change:requests": product.requests} if product.requests is not None else {}),
+        **_hotspot_properties(product),
         "processing:software": {SOFTWARE: product.software_version},
         "processing:lineage": lineage(product),
         "processing:expression": {"format": EXPRESSION_FORMAT, "expression": product.expression},
@@ -146,6 +150,11 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
         item.add_asset(OVERVIEW_ASSET, png_asset(overview, "Quicklook", "overview", facts.overview))
     for key in sorted(product.context):
         item.add_asset(key, context_asset(product, key, facts.context[key]))
+    if product.hotspots is not None:
+        if facts.hotspots is None:
+            raise OutputError(f"product {job.item_id} has hotspot figures but no hotspots file")
+        spots = product.hotspots
+        item.add_asset(HOTSPOTS_ASSET, hotspots_asset(facts.hotspots, spots.count, spots.params.threshold))
     json_type, coll_title = layout.JSON_MEDIA_TYPE, collection_title(info)
     item.add_link(pystac.Link("root", layout.ITEM_TO_ROOT, media_type=json_type, title=ROOT_TITLE))
     for rel in ("parent", "collection"):
@@ -153,6 +162,19 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
     for link in source_links(product):
         item.add_link(link)
     return item
+
+
+def _hotspot_properties(product: Product) -> dict[str, Any]:
+    """``change:hotspot_*``: how many hotspots, their total area, and the parameters that made them."""
+    spots = product.hotspots
+    if spots is None:
+        return {}
+    return {
+        "change:hotspot_count": spots.count,
+        "change:hotspot_area": finite(spots.area_m2, "hotspot area", product),
+        "change:hotspot_threshold": finite(spots.params.threshold, "hotspot threshold", product),
+        "change:hotspot_min_area": finite(spots.params.min_area_m2, "hotspot minimum area", product),
+    }
 
 
 def _item_span(item: pystac.Item) -> tuple[datetime, datetime]:
@@ -167,7 +189,7 @@ def _item_assets(items: list[pystac.Item]) -> dict[str, pystac.ItemAssetDefiniti
     change_fields: dict[str, Any] = {"data_type": "float32", "nodata": NODATA, "raster:sampling": "area"}
     if len(resolutions) == 1 and None not in resolutions:
         change_fields["raster:spatial_resolution"] = resolutions.pop()
-    return {
+    defs = {
         CHANGE_ASSET: pystac.ItemAssetDefinition.create(
             title="Change",
             description=None,
@@ -182,6 +204,14 @@ def _item_assets(items: list[pystac.Item]) -> dict[str, pystac.ItemAssetDefiniti
             title="Quicklook", description=None, media_type=PNG_MEDIA_TYPE, roles=["overview"]
         ),
     }
+    if any(HOTSPOTS_ASSET in i.assets for i in items):
+        defs[HOTSPOTS_ASSET] = pystac.ItemAssetDefinition.create(
+            title="Change hotspots (GeoParquet)",
+            description=None,
+            media_type=PARQUET_MEDIA_TYPE,
+            roles=["data"],
+        )
+    return defs
 
 
 def build_collection(collection: str, items: list[pystac.Item]) -> pystac.Collection:

@@ -56,6 +56,7 @@ def product_facts(product: Product, folder: Path) -> ProductFacts:
     """Size, checksum and grid of the product files, which must lie in ``folder``."""
     files = [(product.cog_path, "change COG"), (product.thumbnail_path, "thumbnail")]
     files += [(path, f"context asset {key}") for key, path in product.context.items()]
+    files += [(product.hotspots_path, "hotspots table")] if product.hotspots_path is not None else []
     for path, what in files:
         if Path(path).resolve().parent != Path(folder).resolve():
             raise OutputError(
@@ -68,6 +69,7 @@ def product_facts(product: Product, folder: Path) -> ProductFacts:
         raster=raster_facts(product.cog_path),
         context={key: (file_facts(p), raster_facts(p)) for key, p in product.context.items()},
         overview=file_facts(o) if (o := overview_path(product.thumbnail_path)).is_file() else None,
+        hotspots=file_facts(product.hotspots_path) if product.hotspots_path is not None else None,
     )
 
 
@@ -249,6 +251,7 @@ class CatalogStore:
             cog_path=folder / product.cog_path.name,
             thumbnail_path=folder / product.thumbnail_path.name,
             context=moved,
+            hotspots_path=None if product.hotspots_path is None else folder / product.hotspots_path.name,
         )
 
     def add(self, products: list[Product]) -> None:

@@ -1,4 +1,5 @@
-"""The ``changecat`` command line: run, demo, validate, info, publish, search, serve (a thin layer)."""
+"""The ``changecat`` command line: run, demo, validate, info, hotspots, publish, search, serve (a thin
+layer)."""
 
 from __future__ import annotations
 
@@ -320,6 +321,43 @@ def search(
             href = item.get("assets", {}).get(asset, {}).get("href", "")
             click.echo(f"{item['id']}\t{href}")
     console.print(f"{len(items)} item(s)")
+
+
+@cli.command()
+@click.argument("item", metavar="ITEM_OR_FOLDER", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--geojson", "geojson", default=None, help="Also write them as GeoJSON to this file ('-': stdout)."
+)
+def hotspots(item: Path, geojson: str | None) -> None:
+    """List the hotspots of a change item (ranked by area × mean change).
+
+    ITEM_OR_FOLDER is an item's JSON file, its folder, or its hotspots.parquet. With --geojson the
+    polygons (WGS84) are written as a GeoJSON FeatureCollection, for QGIS or a web map.
+    """
+    import json
+
+    from catalog.hotspots import find_hotspots_file, read_hotspots, to_geojson
+
+    rows = read_hotspots(find_hotspots_file(item))
+    if geojson is not None:
+        text = json.dumps(to_geojson(rows))
+        if geojson == "-":
+            click.echo(text)
+            return
+        Path(geojson).write_text(text + "\n", encoding="utf-8")
+        console.print(f"{len(rows)} hotspot(s) written to {geojson}", markup=False, highlight=False)
+    table = Table(title=str(item), box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("rank", "area (ha)", "mean change", "max change", "centroid (lon, lat)"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for r in rows:
+        table.add_row(
+            str(r["rank"]),
+            f"{r['area_m2'] / 1e4:.2f}",
+            f"{r['mean_change']:.4f}",
+            f"{r['max_change']:.4f}",
+            f"{r['centroid_lon']:.5f}, {r['centroid_lat']:.5f}",
+        )
+    out.print(table)
 
 
 @cli.command()

@@ -20,6 +20,7 @@ from shapely.geometry.base import BaseGeometry
 from catalog.agree import disagreement
 from catalog.build import CHANGE_ASSET, THUMBNAIL_ASSET
 from catalog.files import read_json
+from catalog.hotspots import HOTSPOTS_ASSET, HOTSPOTS_NAME, write_hotspots
 from catalog.integrity import STAGING_PREFIX, leftovers, remove_leftovers
 from catalog.layout import CATALOG_FILE, collection_id, item_json
 from catalog.lock import RunPresence, write_lock
@@ -30,9 +31,10 @@ from changecat import __version__
 from generator.config import Config, SourceConfig
 from generator.errors import ChangecatError, ConfigError, NoDataError, OutputError
 from generator.grid import Grid, to_crs
+from generator.hotspots import DEFAULT_THRESHOLDS, HotspotAccumulator, HotspotParams, hotspot_rows
 from generator.methods import METHODS
 from generator.plan import Job, check_years, make_jobs
-from generator.product import CONTEXT_PREFIX, Product
+from generator.product import CONTEXT_PREFIX, HotspotSummary, Product
 from generator.quicklook import write_quicklook
 from generator.raster import CogWriter
 from generator.sources import open_source
@@ -187,7 +189,8 @@ def plan_jobs(config: Config, source: Source) -> list[Job]:
         raise ConfigError(
             f"{config.path}: pairs: no year pair to compute from the available years {available}"
         )
-    return make_jobs(config.regions, pairs, config.methods, source.grid_origin)
+    jobs = make_jobs(config.regions, pairs, config.methods, source.grid_origin)
+    return [replace(job, hotspots=config.hotspots.params(job.method)) for job in jobs]
 
 
 @dataclass(frozen=True)
@@ -202,7 +205,7 @@ def _plan(job: Job, source: Source, root: Path, identity: str, force: bool, cont
     fingerprint = job.fingerprint(identity, __version__)
     coll = collection_id(product_info(source, job.method).dataset)
     path = item_json(root, coll, job.item_id)
-    required = [CHANGE_ASSET, THUMBNAIL_ASSET]
+    required = [CHANGE_ASSET, THUMBNAIL_ASSET, HOTSPOTS_ASSET]
     required += [f"{CONTEXT_PREFIX}{y}" for y in (job.from_year, job.to_year)] if context else []
     return _Plan(job, coll, fingerprint, "forced" if force else stale_reason(path, fingerprint, required))
 
@@ -324,8 +327,8 @@ def make_product(
     reporter: Reporter | None = None,
     context: ContextCache | None = None,
 ) -> Product:
-    """Compute one job into ``out_dir`` (COG + quicklook, + Sentinel-2 context COGs when ``context`` is
-    given) and return its Product.
+    """Compute one job into ``out_dir`` (COG + quicklook + hotspots table, + Sentinel-2 context COGs when
+    ``context`` is given) and return its Product.
 
     Raises ``NoDataError`` when the region has no data for a year or no valid pixel; nothing is left
     half-written then.
@@ -343,6 +346,8 @@ def make_product(
     region = to_crs(job.region.geometry, "EPSG:4326", grid.crs)
     windows = _inside(source.windows(grid), region, grid)
     stats = StatsAccumulator(method.value_range, grid.pixel_area_m2, grid.width * grid.height)
+    hotspot_params = job.hotspots or HotspotParams(DEFAULT_THRESHOLDS[job.method])
+    hotspots = HotspotAccumulator(grid, hotspot_params)
     context_windows = [] if context is None else _inside(source.context_windows(grid), region, grid)
     reporter.job_started(job, len(windows) + 2 * len(context_windows))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -355,6 +360,7 @@ def make_product(
             for window, values in mask_outside(blocks, region, grid):
                 writer.write(window, values)
                 stats.update(values)
+                hotspots.update(window, values)
                 hold("computing")
                 reporter.block_done(job, source.progress())
             if stats.count == 0:
@@ -363,6 +369,8 @@ def make_product(
                     "every pixel is nodata in at least one of the two years"
                 )
         write_quicklook(staging / COG_NAME, staging / THUMBNAIL_NAME)
+        found = hotspots.result()
+        write_hotspots(staging / HOTSPOTS_NAME, hotspot_rows(found, grid))
         years = (job.from_year, job.to_year) if context is not None else ()
         for year in years:
             earlier = (context or {}).get((job.region.id, year))
@@ -388,6 +396,8 @@ def make_product(
         fingerprint=fingerprint,
         context={f"{CONTEXT_PREFIX}{y}": out_dir / _context_name(y) for y in years},
         requests=None if requests_before is None else (source.request_count() or 0) - requests_before,
+        hotspots_path=out_dir / HOTSPOTS_NAME,
+        hotspots=HotspotSummary(hotspot_params, len(found), sum(h.area_m2 for h in found)),
     )
 
 

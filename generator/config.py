@@ -18,6 +18,7 @@ import jsonschema
 import yaml
 
 from generator.errors import ConfigError
+from generator.hotspots import DEFAULT_MIN_AREA_M2, DEFAULT_THRESHOLDS, HotspotParams
 from generator.methods import DEFAULT_METHOD, EMBEDDING_METHODS, METHODS
 from generator.plan import Region
 from generator.regions import region_geometry
@@ -101,6 +102,23 @@ class PairsSpec:
 
 
 @dataclass(frozen=True)
+class HotspotsConfig:
+    """The config's ``hotspots``: a threshold for every method or per method (None: the defaults)."""
+
+    threshold: float | dict[str, float] | None = None
+    min_area_m2: float = DEFAULT_MIN_AREA_M2
+
+    def params(self, method: str) -> HotspotParams:
+        """The hotspot parameters of a method's products."""
+        threshold = self.threshold
+        if isinstance(threshold, dict):
+            threshold = threshold.get(method)
+        if threshold is None:
+            threshold = DEFAULT_THRESHOLDS[method]
+        return HotspotParams(float(threshold), float(self.min_area_m2))
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     catalog: CatalogConfig
@@ -109,6 +127,7 @@ class Config:
     methods: tuple[str, ...]
     regions: tuple[Region, ...] = field(repr=False)
     max_pixels: int = DEFAULT_MAX_PIXELS  # every region's grid has at most this many pixels
+    hotspots: HotspotsConfig = HotspotsConfig()
 
 
 YearsOf = Callable[[SourceConfig], list[int] | None]
@@ -177,6 +196,7 @@ def parse_config(data: Any, path: Path, years_of: YearsOf | None = None) -> Conf
     catalog = (
         _parse_catalog(data["catalog"], base, problems) if "catalog" in data and sound("catalog") else None
     )
+    hotspots = _parse_hotspots(data.get("hotspots"), methods, problems) if sound("hotspots") else None
     if problems and years_of is not None and source is not None and pairs is not None:
         # Otherwise the run checks the years when it opens the source; here they join the other problems.
         available = years_of(source)
@@ -188,8 +208,31 @@ def parse_config(data: Any, path: Path, years_of: YearsOf | None = None) -> Conf
             )
     if problems:
         raise ConfigError(_report(path, problems))
-    assert catalog and source and pairs  # sound parts, as no problem was found
-    return Config(path, catalog, source, pairs, methods, tuple(regions), max_pixels or DEFAULT_MAX_PIXELS)
+    assert catalog and source and pairs and hotspots  # sound parts, as no problem was found
+    return Config(
+        path, catalog, source, pairs, methods, tuple(regions), max_pixels or DEFAULT_MAX_PIXELS, hotspots
+    )
+
+
+def _parse_hotspots(
+    spec: dict[str, Any] | None, methods: tuple[str, ...], problems: list[str]
+) -> HotspotsConfig:
+    """The hotspot settings; a threshold per method must name a method of the config, within its range."""
+    spec = spec or {}
+    threshold = spec.get("threshold")
+    given = threshold if isinstance(threshold, dict) else dict.fromkeys(methods, threshold)
+    for method, value in given.items():
+        if method not in methods:
+            problems.append(
+                f"hotspots.threshold: '{method}' is not one of the config's methods ({', '.join(methods)})"
+            )
+        elif value is not None and method in METHODS and value > METHODS[method].value_range[1]:
+            lo, hi = METHODS[method].value_range
+            problems.append(
+                f"hotspots.threshold: {value} is above the largest {method} change ({hi:g}); "
+                f"use a value in ({lo:g}, {hi:g}]"
+            )
+    return HotspotsConfig(threshold, spec.get("min_area_m2", DEFAULT_MIN_AREA_M2))
 
 
 def _schema_errors(data: Any) -> list[tuple[tuple[str | int, ...], str]]:

@@ -12,6 +12,7 @@ from shapely.geometry.base import BaseGeometry
 
 from generator.errors import YearNotAvailableError
 from generator.grid import Grid, grid_for
+from generator.hotspots import HotspotParams
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Job:
     to_year: int
     method: str
     grid: Grid = field(compare=False)
+    hotspots: HotspotParams | None = field(default=None, compare=False)  # None: the method's defaults
 
     @property
     def item_id(self) -> str:
@@ -48,6 +50,8 @@ class Job:
             "source": source_identity,
             "software": software_version,
         }
+        if self.hotspots is not None:
+            spec["hotspots"] = [self.hotspots.threshold, self.hotspots.min_area_m2]
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from generator.hotspots import HotspotParams
 from generator.plan import Job
 from generator.sources.base import SourceInfo
 
@@ -50,6 +51,15 @@ class Stats:
 
 
 @dataclass(frozen=True)
+class HotspotSummary:
+    """What the hotspots table holds, for the item's properties: its parameters, rows and total area."""
+
+    params: HotspotParams
+    count: int
+    area_m2: float
+
+
+@dataclass(frozen=True)
 class Product:
     """A finished, validated product on disk. The dataset's release it came from is ``source.version``."""
 
@@ -64,3 +74,5 @@ class Product:
     fingerprint: str  # Job.fingerprint(...), recorded so re-runs can skip finished work
     context: dict[str, Path] = field(default_factory=dict)  # asset key → Sentinel-2 RGB COG of a year
     requests: int | None = None  # metered requests made for it (Earth Engine computePixels); None: unmetered
+    hotspots_path: Path | None = None  # the GeoParquet hotspots table beside the COG
+    hotspots: HotspotSummary | None = None  # set together with ``hotspots_path``
