@@ -13,7 +13,6 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,7 @@ from generator.sources.aef_blocks import (
     pixel_offset,
     windows_on,
 )
-from generator.sources.aef_index import INDEX_NAME, load_index
+from generator.sources.aef_index import INDEX_NAME, IndexRow, load_index
 from generator.sources.aef_read import DaemonPool, FileFacts, Reader, interruptible
 from generator.sources.base import AEF_DATASET, Block, Source, SourceInfo
 from generator.sources.identity import file_identity
@@ -54,17 +53,6 @@ WARP_TOLERANCE_PX = 1e-9
 resampling pick a neighbouring pixel now and then. (0 is refused by rasterio; this is exact enough.)"""
 
 
-@dataclass(frozen=True)
-class _Tile:
-    fid: int
-    href: str
-    year: int
-    crs: str
-    utm_west: float
-    utm_north: float
-    geometry: BaseGeometry
-
-
 class AefSource(Source):
     """A mirror of the AEF COGs with its ``aef_index.parquet`` at ``root`` (folder or URL)."""
 
@@ -78,11 +66,9 @@ class AefSource(Source):
             )
         index = load_index(self._root)  # the index part: generator/sources/aef_index.py
         self._index_version = index.version
-        self._tiles = [
-            _Tile(r.fid, r.href, r.year, r.crs, r.utm_west, r.utm_north, r.geometry) for r in index.rows
-        ]
+        self._tiles = [r for r in index.rows]
         self._tiles.sort(key=lambda t: t.fid)
-        self._by_year: dict[int, tuple[list[_Tile], shapely.STRtree]] = {}
+        self._by_year: dict[int, tuple[list[IndexRow], shapely.STRtree]] = {}
         for year in sorted({t.year for t in self._tiles}):
             tiles = [t for t in self._tiles if t.year == year]
             self._by_year[year] = (tiles, shapely.STRtree([t.geometry for t in tiles]))
@@ -183,7 +169,7 @@ class AefSource(Source):
             self._lattices[grid] = lattice
         return self._lattices[grid]
 
-    def _candidates(self, geometry_wgs84: BaseGeometry, year: int) -> list[_Tile]:
+    def _candidates(self, geometry_wgs84: BaseGeometry, year: int) -> list[IndexRow]:
         if year not in self._by_year:
             return []
         tiles, tree = self._by_year[year]
@@ -218,7 +204,7 @@ class AefSource(Source):
                 break
         return out if out is not None else np.full(shape, NODATA, dtype=np.int8)
 
-    def _read(self, reader: Reader, tile: _Tile, grid: Grid, window: Window) -> np.ndarray | None:
+    def _read(self, reader: Reader, tile: IndexRow, grid: Grid, window: Window) -> np.ndarray | None:
         """One tile on a window of the output grid, −128 where it has no data (None: a tile on the grid's
         lattice with no pixel in the window).
 
