@@ -369,6 +369,19 @@ def _storage(spec: MirrorSpec, tile: TileInfo) -> dict:
     return dict(compress="ZSTD", predictor=1 if spec.noise else 2, interleave=spec.interleave, block=block)
 
 
+def _gtiff_options(storage: dict) -> dict:
+    """Tiled GTiff creation options for ``_storage``'s layout (ZSTD level 1 like the public files)."""
+    return dict(
+        tiled=True,
+        blockxsize=storage["block"],
+        blockysize=storage["block"],
+        compress="ZSTD",
+        zstd_level=1,
+        predictor=storage["predictor"],
+        interleave=storage["interleave"],
+    )
+
+
 def _write_cog(path: Path, spec: MirrorSpec, tile: TileInfo, data: np.ndarray) -> None:
     """A small file with overviews down to 1×1: a COG (COG driver) when pixel-interleaved, else a GTiff
     with the same layout (the COG driver of GDAL 3.10 cannot interleave by band)."""
@@ -400,13 +413,7 @@ def _write_cog(path: Path, spec: MirrorSpec, tile: TileInfo, data: np.ndarray) -
                     src,
                     path,
                     driver="GTiff",
-                    tiled=True,
-                    blockxsize=storage["block"],
-                    blockysize=storage["block"],
-                    compress="ZSTD",
-                    zstd_level=1,
-                    predictor=storage["predictor"],
-                    interleave=storage["interleave"],
+                    **_gtiff_options(storage),
                     copy_src_overviews=True,
                 )
 
@@ -434,13 +441,7 @@ def _write_streamed(root: Path, spec: MirrorSpec, place: tuple[TileInfo, ...]) -
                     path,
                     "w",
                     **_profile(spec, tile),
-                    tiled=True,
-                    blockxsize=storage["block"],
-                    blockysize=storage["block"],
-                    compress="ZSTD",
-                    zstd_level=1,
-                    predictor=storage["predictor"],
-                    interleave=storage["interleave"],
+                    **_gtiff_options(storage),
                     BIGTIFF="IF_SAFER",
                     sparse_ok=True,  # blocks outside the bounds are never written: nodata, no disk
                 )
