@@ -94,7 +94,10 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
             f"product {job.item_id} has no fingerprint; pass Job.fingerprint(...) to the Product"
         )
     start, end = span(job.from_year, job.to_year)
-    outline = footprint(job.region.geometry)  # bounded size, covers the region
+    covered = product.coverage.geometry if product.coverage is not None else job.region.geometry
+    if covered.is_empty:
+        covered = job.region.geometry
+    outline = footprint(covered)  # bounded size; covers the part of the region the source covers
     geometry = json.loads(json.dumps(mapping(outline)))  # tuples → lists
     created = product.created.astimezone(UTC)
     info = dataset_info(product.source.dataset)
@@ -122,6 +125,7 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
         **({"change:dataset_version": product.source.version} if product.source.version else {}),
         **({"change:requests": product.requests} if product.requests is not None else {}),
         **_hotspot_properties(product),
+        **({"change:coverage": _coverage(product)} if product.coverage is not None else {}),
         "processing:software": {SOFTWARE: product.software_version},
         "processing:lineage": lineage(product),
         "processing:expression": {"format": EXPRESSION_FORMAT, "expression": product.expression},
@@ -175,6 +179,12 @@ def _hotspot_properties(product: Product) -> dict[str, Any]:
         "change:hotspot_threshold": finite(spots.params.threshold, "hotspot threshold", product),
         "change:hotspot_min_area": finite(spots.params.min_area_m2, "hotspot minimum area", product),
     }
+
+
+def _coverage(product: Product) -> float:
+    """``change:coverage``: the fraction of the region the source covers in both years, 0..1."""
+    fraction = finite(product.coverage.fraction, "coverage", product) if product.coverage else 1.0
+    return min(1.0, max(0.0, round(fraction, 6)))
 
 
 def _item_span(item: pystac.Item) -> tuple[datetime, datetime]:

@@ -1,5 +1,5 @@
-"""The ``changecat`` command line: run, demo, validate, info, hotspots, publish, search, serve (a thin
-layer)."""
+"""The ``changecat`` command line: run, plan, demo, validate, info, hotspots, publish, search, serve (a
+thin layer)."""
 
 from __future__ import annotations
 
@@ -158,14 +158,66 @@ def cli() -> None:
     "(refused otherwise); its links and fields are kept.",
 )
 @click.option("--prune", "prune_", is_flag=True, help="Afterwards remove products CONFIG no longer asks for.")
-def run_cmd(config: Path, force: bool, adopt: bool, prune_: bool) -> None:
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Only print the plan (as `changecat plan` does): what would be made or skipped and what it would "
+    "read; nothing is written.",
+)
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as JSON.")
+def run_cmd(config: Path, force: bool, adopt: bool, prune_: bool, dry_run: bool, as_json: bool) -> None:
     """Make every product CONFIG asks for and update its catalog.
 
     CONFIG is a regions YAML file (catalog, source, pairs, methods, regions; see README). Products that
     are already in the catalog with the same inputs, and whose files agree with their items, are skipped.
     Several runs may write one catalog at once. Exit 1 if any job failed, 130 on Ctrl-C, 143 on SIGTERM.
     """
+    if dry_run:
+        _print_plan(config, force, adopt, as_json)
+        return
+    if as_json:
+        raise click.UsageError("--json goes with --dry-run (or use `changecat plan --json`)")
     _run_config(config, force, adopt, prune_)
+
+
+def _print_plan(config_path: Path, force: bool, adopt: bool, as_json: bool) -> None:
+    """Print what a run of CONFIG would do and cost (``changecat.plan_report``); nothing is written."""
+    import json
+
+    from changecat.plan_report import build_plan, render_text, to_json
+
+    try:
+        with terminate_as_interrupt():
+            plan = build_plan(load_config(config_path, years_of=source_years), force=force, adopt=adopt)
+    except KeyboardInterrupt as exc:
+        _interrupted(exc)
+    if as_json:
+        click.echo(json.dumps(to_json(plan), indent=2))
+    else:
+        for line in render_text(plan):
+            out.print(line, markup=False, highlight=False)
+    for warning in plan.warnings:
+        console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
+
+
+@cli.command("plan")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Plan as `run --force` would: every product is remade.")
+@click.option(
+    "--adopt", is_flag=True, help="Plan as `run --adopt` would (a catalog changecat did not write)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (machine-readable).")
+def plan_cmd(config: Path, force: bool, adopt: bool, as_json: bool) -> None:
+    """Print what `changecat run CONFIG` would do, before any pixel is read; write nothing.
+
+    Per region: the years the source holds there, how much of the region the source covers (percent of
+    its area inside the source's tiles of each year, and of both years of each pair), the grid (CRS,
+    width × height, pixel size), each product to make (new, inputs changed, forced, files disagree) or
+    skip as up to date, and what the run will read: file blocks and their compressed bytes for the aef
+    source (from the files' headers), computePixels requests and pixels for Earth Engine. Totals at the
+    end; a warning for every region only partly covered. Works on a read-only or missing catalog folder.
+    """
+    _print_plan(config, force, adopt, as_json)
 
 
 @cli.command("prune")

@@ -14,7 +14,6 @@ from typing import Literal, Protocol
 import numpy as np
 from rasterio.features import geometry_mask
 from rasterio.windows import Window
-from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from catalog.agree import disagreement
@@ -28,6 +27,8 @@ from catalog.prune import prune_candidates, remove_products
 from catalog.store import CatalogStore
 from catalog.testhook import hold
 from changecat import __version__
+from changecat.cost import coverage_warning, estimate_requests, pair_coverage
+from changecat.cost import windows_inside as _inside
 from generator.config import Config, SourceConfig
 from generator.errors import ChangecatError, ConfigError, NoDataError, OutputError
 from generator.grid import Grid, to_crs
@@ -285,26 +286,6 @@ def _run_one(
     return JobOutcome(job, "done", product=product)
 
 
-def estimate_requests(jobs: list[Job], source: Source, with_context: bool) -> tuple[int, int]:
-    """(requests, pixels) the jobs will ask a metered source for: their tiles inside each region, and each
-    region's Sentinel-2 composites once per year when ``with_context``. An upper bound for products that
-    are up to date (skipped), a lower one when tiles are split or retried."""
-    requests = pixels = 0
-    composites: set[tuple[str, int]] = set()
-    for job in jobs:
-        region = to_crs(job.region.geometry, "EPSG:4326", job.grid.crs)
-        tiles = _inside(source.windows(job.grid), region, job.grid)
-        requests += len(tiles)
-        pixels += sum(int(w.width) * int(w.height) for w in tiles)
-        for year in (job.from_year, job.to_year) if with_context else ():
-            if (job.region.id, year) not in composites:
-                composites.add((job.region.id, year))
-                tiles = _inside(source.context_windows(job.grid), region, job.grid)
-                requests += len(tiles)
-                pixels += sum(int(w.width) * int(w.height) for w in tiles)
-    return requests, pixels
-
-
 def _source_identity(source: Source) -> str:
     info = source.info
     return f"{info.kind}:{info.dataset}:{info.location}:{source.content_id()}"
@@ -341,6 +322,11 @@ def make_product(
                 f"region '{job.region.id}' has no data in {source.info.location} for {year}: "
                 "check the region's coordinates against the source's coverage"
             )
+    coverage = pair_coverage(source, job)
+    if coverage.fraction < 1.0:
+        _note_of(reporter)(
+            coverage_warning(job.region.id, coverage, (job.from_year, job.to_year), source.info.location)
+        )
     method = METHODS[job.method]
     grid = job.grid
     region = to_crs(job.region.geometry, "EPSG:4326", grid.crs)
@@ -398,16 +384,12 @@ def make_product(
         requests=None if requests_before is None else (source.request_count() or 0) - requests_before,
         hotspots_path=out_dir / HOTSPOTS_NAME,
         hotspots=HotspotSummary(hotspot_params, len(found), sum(h.area_m2 for h in found)),
+        coverage=coverage,
     )
 
 
 def _context_name(year: int) -> str:
     return f"{CONTEXT_PREFIX}{year}.tif"
-
-
-def _inside(windows: list[Window], region: BaseGeometry, grid: Grid) -> list[Window]:
-    """The windows that touch the region (in the grid's CRS); the others would be all nodata."""
-    return [w for w in windows if region.intersects(box(*grid.window_bounds(w)))]
 
 
 def _write_context(

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from shapely.geometry.base import BaseGeometry
+
 from generator.hotspots import HotspotParams
 from generator.plan import Job
 from generator.sources.base import SourceInfo
@@ -60,6 +62,15 @@ class HotspotSummary:
 
 
 @dataclass(frozen=True)
+class Coverage:
+    """How much of a region the source covers in both years of a pair, from its tiles' footprints: the
+    fraction of the region's area (0..1) and the covered part (WGS84; the region itself when whole)."""
+
+    fraction: float
+    geometry: BaseGeometry
+
+
+@dataclass(frozen=True)
 class Product:
     """A finished, validated product on disk. The dataset's release it came from is ``source.version``."""
 
@@ -76,3 +87,4 @@ class Product:
     requests: int | None = None  # metered requests made for it (Earth Engine computePixels); None: unmetered
     hotspots_path: Path | None = None  # the GeoParquet hotspots table beside the COG
     hotspots: HotspotSummary | None = None  # set together with ``hotspots_path``
+    coverage: Coverage | None = None  # None: not looked up (the item then covers the whole region)

@@ -21,7 +21,7 @@ import shapely
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
-from shapely.geometry import box
+from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 
 from generator.errors import ConfigError, SourceError
@@ -36,9 +36,10 @@ from generator.sources.aef_blocks import (
     pixel_offset,
     windows_on,
 )
+from generator.sources.aef_cost import BlockTally, aligned_file_window, warped_file_window
 from generator.sources.aef_index import INDEX_NAME, IndexRow, load_index
 from generator.sources.aef_read import DaemonPool, FileFacts, Reader, interruptible
-from generator.sources.base import AEF_DATASET, Block, Source, SourceInfo
+from generator.sources.base import AEF_DATASET, Block, Cost, Source, SourceInfo
 from generator.sources.identity import file_identity
 from generator.sources.remote import gdal_options, join, scheme_of
 from generator.urls import public_href
@@ -142,6 +143,52 @@ class AefSource(Source):
             pool.shutdown()
             self.close()  # datasets live for the job: the next job opens what it needs
 
+    def coverage(self, geometry_wgs84: BaseGeometry, year: int) -> BaseGeometry:
+        """The part of the geometry inside the index footprints of the year's files."""
+        tiles = self._candidates(geometry_wgs84, year)
+        if not tiles:
+            return Polygon()
+        return shapely.union_all([t.geometry for t in tiles]).intersection(geometry_wgs84)
+
+    def cost(self, grid: Grid, from_year: int, to_year: int, windows: list[Window]) -> Cost:
+        """The file blocks ``compute`` reads for these windows and their compressed bytes, from the files'
+        headers: the same units, candidate tiles and order as ``_mosaic``. A unit stops taking tiles once
+        the footprints of those taken cover its pixel centres (the run stops once their pixels are valid:
+        the same unless a file holds nodata inside its footprint). Exact for tiles on the grid's lattice;
+        other-zone tiles (warped) are GDAL's estimated source window (``aef_cost``)."""
+        tally = BlockTally()
+        reader = self._job_reader()
+        try:
+            for cell, _ in group_units(self._lattice(grid), windows):
+                for year in (from_year, to_year):
+                    self._tally_mosaic(tally, reader, grid, cell, year)
+            return interruptible(lambda: tally.cost(reader))
+        finally:
+            self.close()
+
+    def _tally_mosaic(self, tally: BlockTally, reader: Reader, grid: Grid, window: Window, year: int) -> None:
+        """What ``_mosaic`` reads for a window and year, added to ``tally`` (no pixel read)."""
+        pixel = abs(grid.transform.a)
+        west, south, east, north = grid.window_bounds(window)
+        area = box(west - pixel, south - pixel, east + pixel, north + pixel).segmentize(pixel * 64)
+        centres = box(west + pixel / 2, south + pixel / 2, east - pixel / 2, north - pixel / 2)
+        filled: BaseGeometry = Polygon()
+        tiles = self._candidates(to_crs(area, grid.crs, "EPSG:4326"), year)
+        for tile in sorted(tiles, key=lambda t: (t.crs != grid.crs, t.fid)):
+            facts = reader.facts(tile.href)
+            offset = pixel_offset(facts.transform, grid) if facts.crs == grid.crs else None
+            if offset is not None:
+                file_window = aligned_file_window(facts, window, *offset)
+            else:
+                file_window = warped_file_window(facts, grid, window)
+            if file_window is None:
+                continue
+            tally.add(tile.href, facts, file_window, exact=offset is not None)
+            footprint = to_crs(tile.geometry.segmentize(pixel / 1e4), "EPSG:4326", grid.crs)
+            filled = filled.union(footprint)
+            if filled.covers(centres):
+                break
+
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
@@ -243,12 +290,12 @@ def _read_aligned(
     A bottom-up file's row r is grid row row − 1 − r."""
     g0, c0 = int(window.row_off), int(window.col_off)
     g1, c1 = g0 + int(window.height), c0 + int(window.width)
-    fc0, fc1 = max(c0 - col, 0), min(c1 - col, facts.width)
-    fr0, fr1 = (row - g1, row - g0) if bottom_up else (g0 - row, g1 - row)
-    fr0, fr1 = max(fr0, 0), min(fr1, facts.height)
-    if fr0 >= fr1 or fc0 >= fc1:
+    file_window = aligned_file_window(facts, window, row, col, bottom_up)  # also what ``cost`` counts
+    if file_window is None:
         return None
-    data = reader.read(href, Window(fc0, fr0, fc1 - fc0, fr1 - fr0))
+    fc0, fr0 = int(file_window.col_off), int(file_window.row_off)
+    fr1 = fr0 + int(file_window.height)
+    data = reader.read(href, file_window)
     if bottom_up:
         data = data[:, ::-1]
         top = row - fr1 - g0  # grid row of the last file row read, relative to the window

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from rasterio.windows import Window
+from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
 from generator.errors import SourceError
@@ -25,6 +26,28 @@ class SourceInfo:
     location: str  # root URL/folder of the mirror, or the Earth Engine collection id
     derived_from: list[str] = field(default_factory=list)  # hrefs of the inputs (dataset page, index...)
     version: str = ""  # the dataset release as the source reports it (EE collection version, index ETag...)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What computing some windows costs a source, known before any pixel is read: file blocks and their
+    compressed bytes (a mirror of files), metered requests and their pixels (Earth Engine). ``exact`` is
+    False where the source could only estimate (see the source's ``cost``)."""
+
+    blocks: int = 0
+    bytes: int = 0
+    requests: int = 0
+    pixels: int = 0
+    exact: bool = True
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(
+            self.blocks + other.blocks,
+            self.bytes + other.bytes,
+            self.requests + other.requests,
+            self.pixels + other.pixels,
+            self.exact and other.exact,
+        )
 
 
 Block = tuple[Window, np.ndarray]
@@ -60,6 +83,16 @@ class Source(ABC):
         self, grid: Grid, from_year: int, to_year: int, method: str, windows: list[Window]
     ) -> Iterator[Block]:
         """Yield the change of each window (any order, possibly computed in parallel)."""
+
+    def coverage(self, geometry_wgs84: BaseGeometry, year: int) -> BaseGeometry:
+        """The part of the geometry (WGS84) that the source's tiles/images of ``year`` cover, from their
+        footprints (no pixel read). By default all of it when the source has data there, else nothing."""
+        return geometry_wgs84 if self.has_data(geometry_wgs84, year) else Polygon()
+
+    def cost(self, grid: Grid, from_year: int, to_year: int, windows: list[Window]) -> Cost:
+        """What ``compute`` of these windows will read or request, from the source's headers and index
+        only. By default nothing is known (a zero cost)."""
+        return Cost(exact=False)
 
     def content_id(self) -> str:
         """What identifies the data the source holds now, beyond its location (e.g. a checksum of its

@@ -36,9 +36,10 @@ from typing import Any
 
 import ee
 import numpy as np
+import shapely
 from google.auth.credentials import Credentials
 from rasterio.windows import Window
-from shapely.geometry import box, mapping
+from shapely.geometry import Polygon, box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from generator.config import EE_MAX_CONCURRENCY
@@ -46,7 +47,7 @@ from generator.errors import AuthenticationError, ConfigError, PermissionDeniedE
 from generator.grid import Grid, to_crs
 from generator.methods import METHODS
 from generator.sources import ee_s2, ee_tiles
-from generator.sources.base import AEF_DATASET, Block, Source, SourceInfo
+from generator.sources.base import AEF_DATASET, Block, Cost, Source, SourceInfo
 from generator.sources.ee_auth import find_credentials, is_google
 from generator.sources.ee_s2 import S2_COLLECTION, S2_METHOD, S2_RGB_BANDS
 from generator.sources.ee_tiles import (
@@ -231,6 +232,24 @@ class EarthEngineSource(Source):
     def has_data(self, geometry_wgs84: BaseGeometry, year: int) -> bool:
         size = self._year(year).filterBounds(ee.Geometry(mapping(geometry_wgs84))).size()
         return int(self._call(f"counting images of {year}", size)) > 0
+
+    def coverage(self, geometry_wgs84: BaseGeometry, year: int) -> BaseGeometry:
+        """The part of the geometry inside the footprints of the year's images (``Collection.geometry``:
+        the union of the images' footprints, in WGS84), read with one value request."""
+        area = ee.Geometry(mapping(geometry_wgs84))
+        union = self._call(
+            f"reading the footprints of {year}", self._year(year).filterBounds(area).geometry()
+        )
+        parts = shape(union) if union else Polygon()
+        polygons = [g for g in getattr(parts, "geoms", [parts]) if g.geom_type in ("Polygon", "MultiPolygon")]
+        if not polygons:
+            return Polygon()
+        return shapely.union_all(polygons).intersection(geometry_wgs84)
+
+    def cost(self, grid: Grid, from_year: int, to_year: int, windows: list[Window]) -> Cost:
+        """One computePixels request per window, of its pixels; exact unless Earth Engine refuses a tile
+        as too large (it is split in four) or a request fails and is retried."""
+        return Cost(requests=len(windows), pixels=sum(int(w.width) * int(w.height) for w in windows))
 
     def progress(self) -> str:
         s = self.stats

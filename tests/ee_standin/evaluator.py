@@ -160,6 +160,14 @@ WORLD = box(-180, -90, 180, 90)
 """Footprint of images made in the expression (constants): unbounded."""
 
 
+def _collection_geometry(collection: Any, maxError: Any = None) -> BaseGeometry:
+    """ee.Collection.geometry: "Extracts and merges the geometries of a collection" (Earth Engine API
+    reference, ee.ImageCollection.geometry); for images their footprints, in WGS84. An empty collection
+    gives an empty geometry collection (a GeometryCollection without geometries)."""
+    footprints = [el.footprint for el in _coll(collection).images]
+    return shapely.union_all(footprints) if footprints else shapely.GeometryCollection()
+
+
 def _element_get(object: Any, property: str) -> Any:
     """Element.get: a property of a collection or image, null when it has none (the algorithm's doc)."""
     if isinstance(object, Collection | ImageElement | MirrorImage):
@@ -188,6 +196,7 @@ def functions(
             tuple(im for im in _coll(collection).images if need(Filter, "filter")(filter).test(im))
         ),
         "Collection.size": lambda collection: len(_coll(collection).images),
+        "Collection.geometry": _collection_geometry,
         "AggregateFeatureCollection.array": lambda collection, property: [
             im.properties[property] for im in _coll(collection).images if property in im.properties
         ],
