@@ -45,6 +45,7 @@ class Counters:
     faultable: int = 0
     bytes_sent: int = 0
     faults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAULTS, 0))
+    ranges: list[tuple[str, int, int]] = field(default_factory=list)  # (path, first byte, end) of bodies sent
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -134,6 +135,7 @@ def _handler(root: Path, faults: Faults, counters: Counters, stop: threading.Eve
             self.wfile.write(body)
             with counters.lock:
                 counters.bytes_sent += len(body)
+                counters.ranges.append((urlsplit(self.path).path, start, start + len(body)))
 
     return Handler
 

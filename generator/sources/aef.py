@@ -36,7 +36,7 @@ from generator.sources.aef_blocks import (
     pixel_offset,
     windows_on,
 )
-from generator.sources.aef_cost import BlockTally, aligned_file_window, warped_file_window
+from generator.sources.aef_cost import BlockKey, BlockTally, aligned_file_window, warped_file_window
 from generator.sources.aef_index import INDEX_NAME, IndexRow, load_index
 from generator.sources.aef_read import DaemonPool, FileFacts, Reader, interruptible
 from generator.sources.base import AEF_DATASET, Block, Cost, Source, SourceInfo
@@ -156,13 +156,21 @@ class AefSource(Source):
         the footprints of those taken cover its pixel centres (the run stops once their pixels are valid:
         the same unless a file holds nodata inside its footprint). Exact for tiles on the grid's lattice;
         other-zone tiles (warped) are GDAL's estimated source window (``aef_cost``)."""
+        blocks, exact = self.blocks_to_read(grid, from_year, to_year, windows)
+        return Cost(blocks=len(blocks), bytes=sum(blocks.values()), exact=exact)
+
+    def blocks_to_read(
+        self, grid: Grid, from_year: int, to_year: int, windows: list[Window]
+    ) -> tuple[dict[BlockKey, int], bool]:
+        """({(href, byte offset): compressed size} of the file blocks ``compute`` reads, whether exact):
+        what ``cost`` sums up, listed for checking against what a server sends."""
         tally = BlockTally()
         reader = self._job_reader()
         try:
             for cell, _ in group_units(self._lattice(grid), windows):
                 for year in (from_year, to_year):
                     self._tally_mosaic(tally, reader, grid, cell, year)
-            return interruptible(lambda: tally.cost(reader))
+            return interruptible(lambda: tally.blocks(reader)), tally.exact
         finally:
             self.close()
 

@@ -22,7 +22,6 @@ from rasterio.windows import Window
 
 from generator.grid import Grid
 from generator.sources.aef_read import FileFacts, Reader
-from generator.sources.base import Cost
 
 WARP_EDGE_SAMPLES = 21
 """Points sampled along each edge of a destination window to find its source window: GDAL's warper samples
@@ -58,8 +57,11 @@ def warped_file_window(facts: FileFacts, grid: Grid, window: Window) -> Window |
     cols = np.concatenate([steps * w, steps * w, np.zeros_like(steps), np.full_like(steps, w)])
     rows = np.concatenate([np.zeros_like(steps), np.full_like(steps, h), steps * h, steps * h])
     xs, ys = t.c + cols * t.a, t.f + rows * t.e
-    lon_x, lat_y = Transformer.from_crs(grid.crs, facts.crs, always_xy=True).transform(xs, ys)
-    fc, fr = ~facts.transform * (np.asarray(lon_x), np.asarray(lat_y))
+    fx, fy = (
+        np.asarray(v) for v in Transformer.from_crs(grid.crs, facts.crs, always_xy=True).transform(xs, ys)
+    )
+    inv = ~facts.transform
+    fc, fr = inv.a * fx + inv.b * fy + inv.c, inv.d * fx + inv.e * fy + inv.f
     c0, c1 = max(math.floor(float(np.min(fc))), 0), min(math.ceil(float(np.max(fc))), facts.width)
     r0, r1 = max(math.floor(float(np.min(fr))), 0), min(math.ceil(float(np.max(fr))), facts.height)
     if c0 >= c1 or r0 >= r1:
@@ -97,10 +99,6 @@ class BlockTally:
             ordered = sorted(cells)
             out.update(reader.call(href, lambda src, c=ordered, h=href: _block_sizes(src, h, c)))
         return out
-
-    def cost(self, reader: Reader) -> Cost:
-        sizes = self.blocks(reader)
-        return Cost(blocks=len(sizes), bytes=sum(sizes.values()), exact=self.exact)
 
 
 def _block_sizes(src: rasterio.DatasetReader, href: str, cells: list[tuple[int, int]]) -> dict[BlockKey, int]:
