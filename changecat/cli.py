@@ -195,7 +195,7 @@ def _print_plan(config_path: Path, force: bool, adopt: bool, as_json: bool) -> N
         click.echo(json.dumps(to_json(plan), indent=2))
     else:
         for line in render_text(plan):
-            out.print(line, markup=False, highlight=False)
+            click.echo(line)  # plain lines: no wrapping, so scripts and logs keep one line per fact
     for warning in plan.warnings:
         console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
 
