@@ -14,8 +14,9 @@ from generator.plan import Job
 from generator.product import Coverage
 from generator.sources.base import Cost, Source
 
-FULL_COVERAGE = 1.0 - 1e-9
-"""A covered fraction at least this is a whole region (the rest is rounding of the intersection)."""
+FULL_COVERAGE = 1.0 - 1e-6
+"""A covered fraction at least this is a whole region: the rest (under one 10 m pixel per 100 km²) is the
+rounding of footprints that meet edge to edge."""
 AREA_SEGMENT_DEG = 0.001
 """Edges are cut into pieces this long (about 100 m) before projecting to measure areas in metres."""
 
