@@ -312,7 +312,8 @@ def make_product(
     ``context`` is given) and return its Product.
 
     Raises ``NoDataError`` when the region has no data for a year or no valid pixel; nothing is left
-    half-written then.
+    half-written then. A region the source covers only partly (by its tiles' footprints) is noted to the
+    reporter, and the Product records its coverage (``change:coverage``, the item's geometry).
     """
     reporter = reporter or SilentReporter()
     requests_before = source.request_count()
