@@ -43,6 +43,7 @@ from generator.raster import CogWriter
 from generator.sources.base import Block, Source
 from generator.stats import StatsAccumulator
 from generator.timeline import (
+    CHUNK_PIXELS,
     YEAR_DTYPE,
     YEAR_NODATA,
     TimelineJob,
@@ -123,6 +124,7 @@ def make_timeline(
     out_dir: Path,
     fingerprint: str = "",
     reporter: Reporter | None = None,
+    chunk_pixels: int = CHUNK_PIXELS,
 ) -> TimelineProduct:
     """Compute one timeline into ``out_dir``: ``year.tif`` (uint16, 0 = nodata), ``magnitude.tif``
     (float32, NaN = nodata), the categorical quicklook and its legend. Raises ``NoDataError`` when a year
@@ -165,7 +167,7 @@ def make_timeline(
             CogWriter(staging / MAGNITUDE_NAME, grid) as magnitude_out,
         ):
             for window, year, magnitude in largest_change(
-                compute, grid, job.years, job.method, windows, on_block=on_block
+                compute, grid, job.years, job.method, windows, chunk_pixels, on_block
             ):
                 years_out.write(window, year)
                 magnitude_out.write(window, magnitude)
