@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from rasterio.windows import Window
 from shapely.geometry import box
 
 from catalog.files import read_json
+from catalog.integrity import leftovers
 from catalog.timeline import CLASSIFICATION_EXTENSION
 from catalog.validate import validate_catalog
 from changecat.pipeline import prune, run
@@ -83,10 +85,12 @@ def _series(seed: int, years: int = 5) -> np.ndarray:
     return values
 
 
-def _split_blocks(values: np.ndarray, seed: int):
-    """A source that yields each asked window cut in two, in shuffled order (as a concurrent source might)."""
+def _split_blocks(values: np.ndarray, seed: int, asked: list[int]):
+    """A source that yields each asked window cut in two, in shuffled order (as a concurrent source might);
+    ``asked`` records the pixels of each call."""
 
     def compute(grid: Grid, a: int, b: int, method: str, windows: list[Window]):
+        asked.append(sum(int(w.width) * int(w.height) for w in windows))
         parts = []
         for w in windows:
             half = max(1, int(w.height) // 2)
@@ -109,8 +113,9 @@ def test_streamed_result_equals_the_whole_array_argmax(size: int, chunk_pixels: 
     windows = list(GRID.windows(size))
     out_year = np.full(GRID.shape, 99, dtype="uint16")
     out_mag = np.full(GRID.shape, -1, dtype="float32")
+    asked: list[int] = []
     for w, year, mag in largest_change(
-        _split_blocks(values, size), GRID, years, "cosine", windows, max_pixels=chunk_pixels
+        _split_blocks(values, size, asked), GRID, years, "cosine", windows, max_pixels=chunk_pixels
     ):
         rows = slice(int(w.row_off), int(w.row_off + w.height))
         cols = slice(int(w.col_off), int(w.col_off + w.width))
@@ -123,6 +128,9 @@ def test_streamed_result_equals_the_whole_array_argmax(size: int, chunk_pixels: 
     np.testing.assert_array_equal(out_year, expected_year)
     np.testing.assert_array_equal(out_mag, expected_mag.astype("float32"))
     assert (out_year[:5, :5] == YEAR_NODATA).all() and np.isnan(out_mag[:5, :5]).all()
+    # Memory: each call covers one chunk (≤ the bound, or a single larger window), once per pair.
+    assert max(asked) <= max(chunk_pixels, size * size)
+    assert len(asked) == len(list(chunks(windows, chunk_pixels))) * (len(years) - 1)
 
 
 def test_chunks_bound_the_pixels_held_at_once() -> None:
@@ -343,3 +351,20 @@ def test_consecutive_pairs_need_two_years(mirror: Path, tmp_path: Path) -> None:
     config = load_config(_write_config(tmp_path, data))
     assert len(list(itertools.pairwise(SPEC.years))) == 3  # the mirror's years give three pairs
     assert config.pairs.resolve(list(SPEC.years)) == list(itertools.pairwise(SPEC.years))
+
+
+def test_a_source_failing_midway_leaves_no_timeline_behind(mirror: Path, tmp_path: Path) -> None:
+    """A file of 2020 missing from the mirror: the timeline fails as a job, nothing half-written stays."""
+    broken = tmp_path / "mirror"
+    shutil.copytree(mirror, broken)
+    victim = sorted((broken / "2020").rglob("*.tiff"))[0]
+    victim.unlink()
+    data = _config_data(broken, tmp_path / "catalog", methods=["cosine"], pairs=[[2018, 2019], [2020, 2021]])
+    outcomes = {o.job.item_id: o for o in run(load_config(_write_config(tmp_path, data)))}
+    timeline = outcomes["town_2018_2021_cosine_timeline"]
+    assert timeline.status == "failed" and victim.name in (timeline.error or "")
+    assert outcomes["town_2018_2019_cosine"].status == "done"  # the pair without 2020 is made
+    assert not (tmp_path / "catalog" / COLLECTION).exists() or not any(
+        p.name != "items.parquet" for p in (tmp_path / "catalog" / COLLECTION).iterdir()
+    )
+    assert leftovers(tmp_path / "catalog") == []
