@@ -368,3 +368,34 @@ def test_a_source_failing_midway_leaves_no_timeline_behind(mirror: Path, tmp_pat
         p.name != "items.parquet" for p in (tmp_path / "catalog" / COLLECTION).iterdir()
     )
     assert leftovers(tmp_path / "catalog") == []
+
+
+def test_the_earthengine_source_makes_the_same_timeline(made, mirror: Path, tmp_path: Path) -> None:
+    """Through the real Earth Engine client and the stand-in serving the same mirror: the same years where
+    something was planted or nothing has data, the same magnitudes, and the requests counted on the item."""
+    from tests.ee_standin import StandinServer
+
+    with StandinServer(mirror) as server:
+        source = {"kind": "earthengine", "project": "test-project", "url": server.url}
+        data = _config_data(mirror, tmp_path / "catalog", methods=["cosine"], source=source)
+        before = len(server.log)
+        outcomes = {o.job.item_id: o.status for o in run(load_config(_write_config(tmp_path, data)))}
+        requests = [e for e in server.log[before:] if e.endpoint.endswith("computePixels")]
+    assert outcomes["town_2018_2021_cosine_timeline"] == "done", outcomes
+    ee_folder, ee_item = _item(tmp_path / "catalog", "cosine")
+    aef_folder, _ = _item(made[0], "cosine")
+    for area in [*(a for a, _, _ in PLANTED.values()), EMPTY]:
+        np.testing.assert_array_equal(
+            _sample(ee_folder / "year.tif", area), _sample(aef_folder / "year.tif", area)
+        )
+    with rasterio.open(ee_folder / "magnitude.tif") as ee, rasterio.open(aef_folder / "magnitude.tif") as aef:
+        np.testing.assert_allclose(ee.read(1), aef.read(1), atol=1e-3)
+    change_items = [
+        read_json(p)
+        for p in (tmp_path / "catalog" / CHANGE_COLLECTION).glob("*/*.json")
+        if "_timeline" not in p.name
+    ]
+    spent = ee_item["properties"]["change:requests"] + sum(
+        i["properties"]["change:requests"] for i in change_items
+    )
+    assert ee_item["properties"]["change:requests"] > 0 and spent == len(requests)
