@@ -36,6 +36,7 @@ from changecat.pipeline import (
 from generator.config import Config
 from generator.errors import ChangecatError, ConfigError, NoDataError
 from generator.grid import Grid, to_crs
+from generator.hotspots import DEFAULT_THRESHOLDS
 from generator.methods import EMBEDDING_METHODS, METHODS
 from generator.plan import make_jobs
 from generator.quicklook import category_palette, write_categorical_quicklook
@@ -78,7 +79,10 @@ def timeline_jobs(config: Config, source: Source) -> list[TimelineJob]:
         raise ConfigError(f"{config.path}: timeline: needs at least two years; the pairs give {list(years)}")
     methods = tuple(m for m in config.methods if m in EMBEDDING_METHODS)
     jobs = make_jobs(config.regions, [(years[0], years[-1])], methods, source.grid_origin)
-    return [TimelineJob(job.region, years, job.method, job.grid) for job in jobs]
+    return [
+        TimelineJob(job.region, years, job.method, job.grid, config.hotspots.params(job.method).threshold)
+        for job in jobs
+    ]
 
 
 def plan_timelines(
@@ -179,9 +183,11 @@ def make_timeline(
                     f"region '{job.region.id}' has no valid pixel for {job.from_year}–{job.to_year}: every "
                     "pixel is nodata in at least one year of every pair"
                 )
-        labels = {b: f"{a}→{b}" for a, b in job.pairs}
+        labels = {b: f"{a}-{b}" for a, b in job.pairs}
+        threshold = job.quicklook_threshold or DEFAULT_THRESHOLDS[job.method]
+        weak = (staging / MAGNITUDE_NAME, threshold, f"change < {threshold:.2g}")
         legend = write_categorical_quicklook(
-            staging / YEAR_NAME, staging / THUMBNAIL_NAME, category_palette(later), labels
+            staging / YEAR_NAME, staging / THUMBNAIL_NAME, category_palette(later), labels, weak
         )
         names = [p.name for p in staging.iterdir()]
         for name in names:

@@ -129,44 +129,62 @@ def colorize_categories(values: np.ndarray, palette: dict[int, tuple[int, int, i
     return rgba
 
 
+WEAK_COLOR = (190, 190, 190)
+"""Quicklook colour of pixels whose category carries no meaning because their value is small (a timeline's
+pixels with no notable change: the earliest pair wins the tie of near-zero changes there)."""
+
+
 def write_categorical_quicklook(
-    cog_path: Path, png_path: Path, palette: dict[int, tuple[int, int, int]], labels: dict[int, str]
+    cog_path: Path,
+    png_path: Path,
+    palette: dict[int, tuple[int, int, int]],
+    labels: dict[int, str],
+    weak: tuple[Path, float, str] | None = None,
 ) -> Path:
     """Quicklooks of a categorical COG (band 1) like ``write_quicklook`` (thumbnail ``png_path`` and the
     overview beside it), each category in its palette colour, and a legend PNG (``LEGEND_NAME`` beside
-    them) with a swatch and label per category; returns the legend's path. Categories are never averaged:
-    reads are nearest-neighbour from overviews built by mode."""
+    them) with a swatch and label per category; returns the legend's path. ``weak`` = (a COG on the same
+    grid, threshold, label): pixels whose value there is below the threshold are drawn in ``WEAK_COLOR``,
+    with its own legend row. Categories are never averaged: reads are nearest-neighbour from overviews
+    built by mode."""
     png_path = Path(png_path)
-    with rasterio.open(cog_path) as src:
-        images = [
-            Image.fromarray(colorize_categories(_read_categories(src, side), palette))
-            for side in (THUMBNAIL_SIDE, MAX_SIDE)
-        ]
+    images = []
+    for side in (THUMBNAIL_SIDE, MAX_SIDE):
+        with rasterio.open(cog_path) as src:
+            rgba = colorize_categories(_read_nearest(src, side), palette)
+        if weak is not None:
+            with rasterio.open(weak[0]) as src:
+                below = _read_nearest(src, side) < weak[1]  # NaN compares False: stays as it is
+            rgba[below & (rgba[..., 3] > 0)] = (*WEAK_COLOR, 255)
+        images.append(Image.fromarray(rgba))
+    entries = [(rgb, labels.get(v, str(v))) for v, rgb in palette.items()]
+    if weak is not None:
+        entries.append((WEAK_COLOR, weak[2]))
     legend = png_path.with_name(LEGEND_NAME)
     _save_png(images[1], overview_path(png_path))
     _save_png(images[0], png_path)
-    _save_png(draw_legend(palette, labels), legend)
+    _save_png(draw_legend(entries), legend)
     return legend
 
 
-def _read_categories(src: rasterio.io.DatasetReader, side: int) -> np.ndarray:
+def _read_nearest(src: rasterio.io.DatasetReader, side: int) -> np.ndarray:
     shape = quicklook_shape(src.width, src.height, side)
     return src.read(1, out_shape=shape, resampling=Resampling.nearest)
 
 
-def draw_legend(palette: dict[int, tuple[int, int, int]], labels: dict[int, str]) -> Image.Image:
-    """A small RGBA legend: one row per category, its colour square and its label, on white."""
+def draw_legend(entries: list[tuple[tuple[int, int, int], str]]) -> Image.Image:
+    """A small RGBA legend: one row per (colour, label), its colour square and its label, on white. The
+    labels are ASCII: PIL's built-in font has no arrows or dashes."""
     from PIL import ImageDraw, ImageFont
 
     font = ImageFont.load_default()
     pad = 4
     row = LEGEND_SWATCH + pad
-    texts = [labels.get(v, str(v)) for v in palette]
-    width = pad * 3 + LEGEND_SWATCH + max((int(font.getlength(t)) for t in texts), default=0)
-    image = Image.new("RGBA", (width, pad + row * len(palette)), (255, 255, 255, 255))
+    width = pad * 3 + LEGEND_SWATCH + max((int(font.getlength(t)) for _, t in entries), default=0)
+    image = Image.new("RGBA", (width, pad + row * len(entries)), (255, 255, 255, 255))
     draw = ImageDraw.Draw(image)
-    for i, rgb in enumerate(palette.values()):
+    for i, (rgb, text) in enumerate(entries):
         top = pad + i * row
         draw.rectangle([pad, top, pad + LEGEND_SWATCH - 1, top + LEGEND_SWATCH - 1], fill=(*rgb, 255))
-        draw.text((pad * 2 + LEGEND_SWATCH, top + 2), texts[i], fill=(0, 0, 0, 255), font=font)
+        draw.text((pad * 2 + LEGEND_SWATCH, top + 2), text, fill=(0, 0, 0, 255), font=font)
     return image

@@ -50,6 +50,8 @@ class TimelineJob:
     years: tuple[int, ...]
     method: str
     grid: Grid = field(compare=False)
+    quicklook_threshold: float | None = field(default=None, compare=False)
+    """Changes below it are drawn grey in the quicklook (their year means little); the hotspot threshold."""
 
     @property
     def from_year(self) -> int:
@@ -80,6 +82,8 @@ class TimelineJob:
             "source": source_identity,
             "software": software_version,
         }
+        if self.quicklook_threshold is not None:
+            spec["quicklook_threshold"] = self.quicklook_threshold
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 

@@ -20,13 +20,14 @@ from shapely.geometry import box
 
 from catalog.files import read_json
 from catalog.integrity import leftovers
+from catalog.summary import summarize
 from catalog.timeline import CLASSIFICATION_EXTENSION
 from catalog.validate import validate_catalog
 from changecat.pipeline import prune, run
 from generator.config import load_config, parse_config
 from generator.errors import ConfigError
 from generator.grid import Grid, to_crs
-from generator.quicklook import LEGEND_SWATCH, category_palette
+from generator.quicklook import LEGEND_SWATCH, WEAK_COLOR, category_palette
 from generator.synthetic import Hole, MirrorSpec, Plant, build_mirror, planted_value
 from generator.timeline import YEAR_NODATA, chunks, fold, largest_change
 
@@ -259,6 +260,13 @@ def test_the_item_declares_raster_and_classification_and_validates(made, stac_sc
     assert set(collection["item_assets"]) == {"year", "magnitude", "thumbnail", "overview", "legend"}
 
 
+def test_the_summary_shows_the_largest_change(made) -> None:
+    rows = {r["item_id"]: r for r in summarize(made[0])}
+    _, item = _item(made[0], "angle")
+    mean = item["assets"]["magnitude"]["statistics"]["mean"]
+    assert rows["town_2018_2021_angle_timeline"]["mean"] == pytest.approx(mean) and mean > 0
+
+
 def test_validate_without_a_local_classification_schema_says_so(made, tmp_path: Path) -> None:
     """The shared offline copies lack classification: without the vendored copy validate names it missing."""
     import catalog.extension as extension
@@ -278,17 +286,38 @@ def test_the_quicklook_uses_the_legend_colours(made) -> None:
     palette = category_palette([2019, 2020, 2021])
     legend = np.asarray(Image.open(folder / "legend.png").convert("RGB"))
     row = LEGEND_SWATCH + 4
+    centre = 4 + LEGEND_SWATCH // 2
     swatches = [
-        tuple(int(c) for c in legend[4 + i * row + LEGEND_SWATCH // 2, 4 + LEGEND_SWATCH // 2])
-        for i in range(3)
+        tuple(int(c) for c in legend[centre + i * row, centre]) for i in range(legend.shape[0] // row)
     ]
-    assert swatches == [palette[y] for y in (2019, 2020, 2021)]
+    assert swatches == [palette[2019], palette[2020], palette[2021], WEAK_COLOR]
     for name in ("thumbnail.png", "overview.png"):
         image = np.asarray(Image.open(folder / name).convert("RGBA"))
         opaque = {tuple(int(c) for c in px[:3]) for px in image.reshape(-1, 4) if px[3]}
-        assert opaque <= set(palette.values()), name
-        assert {palette[2019], palette[2021]} <= opaque  # the planted years show
+        assert opaque == {palette[2019], palette[2021], WEAK_COLOR}, name  # no 2020 change was planted
     assert {"thumbnail", "overview", "legend"} <= set(item["assets"])
+
+
+def test_the_quicklook_shows_each_area_in_its_colour(made) -> None:
+    """Planted areas in their year's colour, the stable area grey (its year means nothing), no pixel at
+    all where no pair has data."""
+    folder, _ = _item(made[0], "cosine")
+    palette = category_palette([2019, 2020, 2021])
+    image = np.asarray(Image.open(folder / "overview.png").convert("RGBA"))
+    with rasterio.open(folder / "year.tif") as ds:
+        assert image.shape[:2] == (ds.height, ds.width)  # small enough to be drawn at full resolution
+        transform, crs = ds.transform, ds.crs.to_string()
+
+    def pixels(area) -> np.ndarray:
+        inner = to_crs(area, "EPSG:4326", crs).buffer(-30)
+        window = (
+            rasterio.windows.from_bounds(*inner.bounds, transform=transform).round_offsets().round_lengths()
+        )
+        return image[window.toslices()].reshape(-1, 4)
+
+    for area, colour in ((BUILT_2019, palette[2019]), (CLEARED_2021, palette[2021]), (STABLE, WEAK_COLOR)):
+        assert (pixels(area) == (*colour, 255)).all()
+    assert (pixels(EMPTY)[:, 3] == 0).all()
 
 
 def test_a_rerun_skips_the_timelines_and_a_damaged_one_is_remade(made) -> None:
