@@ -112,7 +112,11 @@ def run(
         context: ContextCache | None = {} if getattr(config.source, "s2_context", False) else None
         identity = _source_identity(source) + (":s2-context" if context is not None else "")
         plans = [_plan(job, source, store.root, identity, force, context is not None) for job in jobs]
-        from changecat.timeline_run import plan_timelines, run_timeline  # it imports this module
+        from changecat.timeline_run import (
+            plan_timelines,
+            run_timeline,
+            timeline_requests,
+        )  # imports this module
 
         timelines = plan_timelines(config, source, store.root, identity, force)
         current = {}
@@ -128,7 +132,9 @@ def run(
         active = work or (bool(leftovers(store.root)) and store.writable())
         if source.request_count() is not None:  # metered: say what the run will ask for, before it starts
             todo = [p.job for p in plans if p.reason]
-            reporter.run_estimate(*estimate_requests(todo, source, context is not None))
+            requests, pixels = estimate_requests(todo, source, context is not None)
+            more = timeline_requests([t.job for t in timelines if t.reason], source)
+            reporter.run_estimate(requests + more[0], pixels + more[1])
         reporter.run_started([*jobs, *(t.job for t in timelines)])  # type: ignore[list-item]
         with RunSession(store.root, note, active=active):
             outcomes = []

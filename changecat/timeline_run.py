@@ -85,6 +85,18 @@ def timeline_jobs(config: Config, source: Source) -> list[TimelineJob]:
     ]
 
 
+def timeline_requests(jobs: list[TimelineJob], source: Source) -> tuple[int, int]:
+    """(requests, pixels) the timeline jobs ask a metered source for: every window inside the region, once
+    per consecutive pair (a lower bound when tiles are split or retried)."""
+    requests = pixels = 0
+    for job in jobs:
+        region = to_crs(job.region.geometry, "EPSG:4326", job.grid.crs)
+        windows = _inside(source.windows(job.grid), region, job.grid)
+        requests += len(windows) * len(job.pairs)
+        pixels += sum(int(w.width) * int(w.height) for w in windows) * len(job.pairs)
+    return requests, pixels
+
+
 def plan_timelines(
     config: Config, source: Source, root: Path, identity: str, force: bool
 ) -> list[TimelinePlan]:

@@ -23,7 +23,7 @@ from catalog.integrity import leftovers
 from catalog.summary import summarize
 from catalog.timeline import CLASSIFICATION_EXTENSION
 from catalog.validate import validate_catalog
-from changecat.pipeline import prune, run
+from changecat.pipeline import SilentReporter, prune, run
 from generator.config import load_config, parse_config
 from generator.errors import ConfigError
 from generator.grid import Grid, to_crs
@@ -399,6 +399,14 @@ def test_a_source_failing_midway_leaves_no_timeline_behind(mirror: Path, tmp_pat
     assert leftovers(tmp_path / "catalog") == []
 
 
+class EstimateRecorder(SilentReporter):
+    def __init__(self) -> None:
+        self.estimates: list[tuple[int, int]] = []
+
+    def run_estimate(self, requests: int, pixels: int) -> None:
+        self.estimates.append((requests, pixels))
+
+
 def test_the_earthengine_source_makes_the_same_timeline(made, mirror: Path, tmp_path: Path) -> None:
     """Through the real Earth Engine client and the stand-in serving the same mirror: the same years where
     something was planted or nothing has data, the same magnitudes, and the requests counted on the item."""
@@ -408,7 +416,10 @@ def test_the_earthengine_source_makes_the_same_timeline(made, mirror: Path, tmp_
         source = {"kind": "earthengine", "project": "test-project", "url": server.url}
         data = _config_data(mirror, tmp_path / "catalog", methods=["cosine"], source=source)
         before = len(server.log)
-        outcomes = {o.job.item_id: o.status for o in run(load_config(_write_config(tmp_path, data)))}
+        reporter = EstimateRecorder()
+        outcomes = {
+            o.job.item_id: o.status for o in run(load_config(_write_config(tmp_path, data)), reporter)
+        }
         requests = [e for e in server.log[before:] if e.endpoint.endswith("computePixels")]
     assert outcomes["town_2018_2021_cosine_timeline"] == "done", outcomes
     ee_folder, ee_item = _item(tmp_path / "catalog", "cosine")
@@ -428,3 +439,4 @@ def test_the_earthengine_source_makes_the_same_timeline(made, mirror: Path, tmp_
         i["properties"]["change:requests"] for i in change_items
     )
     assert ee_item["properties"]["change:requests"] > 0 and spent == len(requests)
+    assert reporter.estimates[0][0] == len(requests)  # the run said so before it started
