@@ -26,7 +26,7 @@ from shapely.geometry import mapping
 from generator.grid import Grid
 from generator.plan import Region
 from generator.product import Stats
-from generator.sources.base import Block, Source, SourceInfo
+from generator.sources.base import Block, SourceInfo
 
 YEAR_NODATA = 0
 """Nodata of the ``year`` raster (uint16): no year has a pair with data at the pixel."""
@@ -188,8 +188,3 @@ def largest_change(
         for w in chunk:
             year, magnitude = best.pop((w.row_off, w.col_off))
             yield w, year, magnitude
-
-
-def source_pairs(source: Source) -> PairBlocks:
-    """The source's own per-pair computation."""
-    return source.compute
