@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import random
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from generator.grid import Grid, to_crs
 from generator.quicklook import LEGEND_SWATCH, WEAK_COLOR, category_palette
 from generator.synthetic import Hole, MirrorSpec, Plant, build_mirror, planted_value
 from generator.timeline import YEAR_NODATA, chunks, fold, largest_change
+from tests.faults_helpers import signal_and_wait, start_held
 
 COLLECTION = "google-satellite-embedding-v1-annual-timeline"
 CHANGE_COLLECTION = "google-satellite-embedding-v1-annual"
@@ -440,3 +442,27 @@ def test_the_earthengine_source_makes_the_same_timeline(made, mirror: Path, tmp_
     )
     assert ee_item["properties"]["change:requests"] > 0 and spent == len(requests)
     assert reporter.estimates[0][0] == len(requests)  # the run said so before it started
+
+
+@pytest.mark.parametrize(("point", "status"), [("staged", "done"), ("switched", "skipped")])
+def test_a_run_killed_while_committing_a_timeline_is_recovered(
+    mirror: Path, tmp_path: Path, stac_schemas: Path, point: str, status: str
+) -> None:
+    """The real ``changecat run`` killed with its timeline staged (its files written, not switched in) or
+    switched in (its collection not yet written): the next run removes the leftovers and remakes it, or
+    finds it whole and up to date and links it; the catalog then validates."""
+    catalog = tmp_path / "catalog"
+    data = _config_data(mirror, catalog, methods=["cosine"], pairs=[[2020, 2021]], timeline=False)
+    config = _write_config(tmp_path, data)
+    assert [o.status for o in run(load_config(config))] == ["done"]  # the change item, up to date below
+    data["timeline"] = True
+    _write_config(tmp_path, data)
+    holder = start_held(point, tmp_path / "held", "run", config)
+    signal_and_wait(holder, signal.SIGKILL)
+    outcomes = {o.job.item_id: o.status for o in run(load_config(config))}
+    assert outcomes == {"town_2020_2021_cosine": "skipped", "town_2020_2021_cosine_timeline": status}
+    assert validate_catalog(catalog, stac_schemas) == []
+    links = read_json(catalog / COLLECTION / "collection.json")["links"]
+    assert [lk["href"] for lk in links if lk["rel"] == "item"] == [
+        "./town_2020_2021_cosine_timeline/town_2020_2021_cosine_timeline.json"
+    ]
