@@ -31,6 +31,7 @@ from catalog.geoparquet import refresh_items_file
 from catalog.integrity import item_folder_names
 from catalog.lock import write_lock
 from catalog.testhook import hold
+from catalog.timeline import build_timeline_collection, is_timeline_collection
 from catalog.walk import iter_all_items, link_targets
 from generator.errors import ForeignCatalogError, OutputError
 from generator.product import Product
@@ -295,7 +296,8 @@ class CatalogStore:
             path.unlink(missing_ok=True)
             return False
         refresh_items_file(self.root, coll, items)  # stac-geoparquet, before the collection that links it
-        write_json_atomic(path, to_json(build_collection(coll, items)))
+        build = build_timeline_collection if is_timeline_collection(coll) else build_collection
+        write_json_atomic(path, to_json(build(coll, items)))
         return True
 
     def _existing_root(self) -> dict[str, Any] | None:

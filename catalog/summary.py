@@ -31,7 +31,9 @@ def summarize_items(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for item in items:
         props = item.get("properties", {})
-        stats = (item.get("assets", {}).get("change") or {}).get("statistics") or {}
+        assets = item.get("assets", {})
+        data = assets.get("change") or assets.get("magnitude") or {}  # a timeline: its largest change
+        stats = data.get("statistics") or {}
         km2, fraction = _changed_at(props.get("change:changed_area") or [], SUMMARY_THRESHOLD)
         rows.append(
             {

@@ -171,6 +171,9 @@ def run_cmd(config: Path, force: bool, adopt: bool, prune_: bool, dry_run: bool,
     CONFIG is a regions YAML file (catalog, source, pairs, methods, regions; see README). Products that
     are already in the catalog with the same inputs, and whose files agree with their items, are skipped.
     Several runs may write one catalog at once. Exit 1 if any job failed, 130 on Ctrl-C, 143 on SIGTERM.
+
+    With `timeline: true` in CONFIG, it also makes per region and embedding method the year of largest
+    change over the years of the pairs (collection <dataset>-timeline, assets year and magnitude).
     """
     if dry_run:
         _print_plan(config, force, adopt, as_json)

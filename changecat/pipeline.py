@@ -113,24 +113,38 @@ def run(
         context: ContextCache | None = {} if getattr(config.source, "s2_context", False) else None
         identity = _source_identity(source) + (":s2-context" if context is not None else "")
         plans = [_plan(job, source, store.root, identity, force, context is not None) for job in jobs]
+        from changecat.timeline_run import (
+            plan_timelines,
+            run_timeline,
+            timeline_requests,
+        )  # imports this module
+
+        timelines = plan_timelines(config, source, store.root, identity, force)
         current = {}
-        for plan in plans:
+        for plan in [*plans, *timelines]:
             if plan.reason is None:
                 current.setdefault(plan.collection, []).append(plan.job.item_id)
-        unwanted = prune_candidates(store.root, {p.job.item_id for p in plans}) if prune else []
-        work = any(p.reason for p in plans) or bool(unwanted) or store.needs_update(current)
+        wanted = {p.job.item_id for p in [*plans, *timelines]}
+        unwanted = prune_candidates(store.root, wanted) if prune else []
+        work = any(p.reason for p in [*plans, *timelines]) or bool(unwanted) or store.needs_update(current)
         if work:
             store.check_writable()  # said once, before any job starts
         # Leftovers of interrupted runs are removed even when all is up to date (if the folder is writable).
         active = work or (bool(leftovers(store.root)) and store.writable())
         if source.request_count() is not None:  # metered: say what the run will ask for, before it starts
             todo = [p.job for p in plans if p.reason]
-            reporter.run_estimate(*estimate_requests(todo, source, context is not None))
-        reporter.run_started(jobs)
+            requests, pixels = estimate_requests(todo, source, context is not None)
+            more = timeline_requests([t.job for t in timelines if t.reason], source)
+            reporter.run_estimate(requests + more[0], pixels + more[1])
+        reporter.run_started([*jobs, *(t.job for t in timelines)])  # type: ignore[list-item]
         with RunSession(store.root, note, active=active):
             outcomes = []
             for plan in plans:
                 outcome = _run_one(plan, source, store, reporter, context)
+                reporter.job_finished(outcome)
+                outcomes.append(outcome)
+            for timeline in timelines:
+                outcome = run_timeline(timeline, source, store, reporter)
                 reporter.job_finished(outcome)
                 outcomes.append(outcome)
             exists = (store.root / CATALOG_FILE).is_file()
@@ -156,7 +170,10 @@ def prune(config: Config, dry_run: bool = False, note: Callable[[str], None] | N
     store.check_owner()
     source = open_source(config.source)
     try:
+        from changecat.timeline_run import timeline_jobs  # it imports this module
+
         wanted = {job.item_id for job in plan_jobs(config, source)}
+        wanted |= {job.item_id for job in timeline_jobs(config, source)}
     finally:
         source.close()
     unwanted = prune_candidates(store.root, wanted)

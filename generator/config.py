@@ -128,6 +128,7 @@ class Config:
     regions: tuple[Region, ...] = field(repr=False)
     max_pixels: int = DEFAULT_MAX_PIXELS  # every region's grid has at most this many pixels
     hotspots: HotspotsConfig = HotspotsConfig()
+    timeline: bool = False  # also make the year-of-largest-change product per region and embedding method
 
 
 YearsOf = Callable[[SourceConfig], list[int] | None]
@@ -197,6 +198,12 @@ def parse_config(data: Any, path: Path, years_of: YearsOf | None = None) -> Conf
         _parse_catalog(data["catalog"], base, problems) if "catalog" in data and sound("catalog") else None
     )
     hotspots = _parse_hotspots(data.get("hotspots"), methods, problems) if sound("hotspots") else None
+    timeline = bool(data.get("timeline", False)) if sound("timeline") else False
+    if timeline and sound("methods") and not set(methods) & set(EMBEDDING_METHODS):
+        problems.append(
+            f"timeline: needs an embedding method in methods ({', '.join(EMBEDDING_METHODS)}); "
+            f"the config lists only {', '.join(methods)}"
+        )
     if problems and years_of is not None and source is not None and pairs is not None:
         # Otherwise the run checks the years when it opens the source; here they join the other problems.
         available = years_of(source)
@@ -210,7 +217,15 @@ def parse_config(data: Any, path: Path, years_of: YearsOf | None = None) -> Conf
         raise ConfigError(_report(path, problems))
     assert catalog and source and pairs and hotspots  # sound parts, as no problem was found
     return Config(
-        path, catalog, source, pairs, methods, tuple(regions), max_pixels or DEFAULT_MAX_PIXELS, hotspots
+        path,
+        catalog,
+        source,
+        pairs,
+        methods,
+        tuple(regions),
+        max_pixels or DEFAULT_MAX_PIXELS,
+        hotspots,
+        timeline,
     )
 
 

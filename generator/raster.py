@@ -198,13 +198,20 @@ class CogWriter:
     """
 
     def __init__(
-        self, path: Path, grid: Grid, count: int = 1, dtype: str = DTYPE, nodata: float = NODATA
+        self,
+        path: Path,
+        grid: Grid,
+        count: int = 1,
+        dtype: str = DTYPE,
+        nodata: float = NODATA,
+        resampling: Resampling = OVERVIEW_RESAMPLING,
     ) -> None:
         if dtype not in PREDICTORS:
             raise ValueError(f"dtype {dtype}: the writer handles {', '.join(PREDICTORS)}")
         self.path = Path(path)
         self.grid = grid
         self.count, self.dtype, self.nodata = count, dtype, nodata
+        self.resampling = resampling  # of the overviews: mode for categories (e.g. years), never averaged
         self._tmpdir: Path | None = None
         self._dst: rasterio.io.DatasetWriter | None = None
         self._crcs: dict[tuple[int, int], int] = {}
@@ -316,8 +323,8 @@ class CogWriter:
             rasterio.open(stream, "r+", driver="GTiff") as ds,
         ):
             if levels:
-                ds.build_overviews([2**k for k in range(1, levels + 1)], OVERVIEW_RESAMPLING)
-            ds.update_tags(OVERVIEW_RESAMPLING=OVERVIEW_RESAMPLING.name.upper())
+                ds.build_overviews([2**k for k in range(1, levels + 1)], self.resampling)
+            ds.update_tags(OVERVIEW_RESAMPLING=self.resampling.name.upper())
         with self._step("write the COG", self._raw_bytes * 4 // 3, config):
             gdal_copy(
                 stream,

@@ -15,6 +15,7 @@ import shapely
 import yaml
 from shapely.geometry import shape
 
+from catalog.extension import own_schemas
 from generator.config import (
     DEFAULT_MAX_PIXELS,
     MAX_CONFIG_BYTES,
@@ -556,4 +557,5 @@ def test_own_schemas_resolve_in_an_installed_wheel(tmp_path: Path) -> None:
     lines = result.stdout.splitlines()
     assert lines[0] == str(site / "generator" / "__init__.py")  # the wheel's copy, not the source tree
     assert lines[1] == str(site / "changecat" / "schemas")
-    assert len(lines) == 4 and all(line.endswith(" True") for line in lines[2:]), lines
+    expected = 2 + len(own_schemas()) + 1  # own and vendored schemas, then regions
+    assert len(lines) == expected and all(line.endswith(" True") for line in lines[2:]), lines
