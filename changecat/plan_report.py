@@ -10,7 +10,7 @@ folder may be read-only or missing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from catalog.store import CatalogStore
@@ -24,6 +24,7 @@ from changecat.cost import (
     year_coverage,
 )
 from changecat.pipeline import _plan, _source_identity, plan_jobs
+from changecat.timeline_run import TimelinePlan, plan_timelines
 from generator.config import Config
 from generator.grid import Grid
 from generator.plan import Job
@@ -132,12 +133,36 @@ def build_plan(config: Config, force: bool = False, adopt: bool = False) -> Plan
                     cost,
                 )
             )
+        for timeline in plan_timelines(config, source, store.root, identity, force):
+            product, pairs = _timeline_plan(timeline, source, costs, cache)
+            key = (timeline.job.region.id, timeline.job.grid)
+            regions.setdefault(key, _region_plan(pairs[0], source, years, cache)).products.append(product)
         info = source.info
         return Plan(
             info.kind, info.location, years, str(store.root), list(regions.values()), _unique(warnings)
         )
     finally:
         source.close()
+
+
+def _timeline_plan(
+    plan: TimelinePlan, source: Source, costs: dict[tuple[Grid, int, int, str], Cost], cache: CoverageCache
+) -> tuple[ProductPlan, list[Job]]:
+    """A timeline product and the change jobs of its pairs. Its cost is its pairs' (each computed as a
+    change product's, in chunks of windows: a file block at a chunk's edge may be read twice, so an
+    estimate); its coverage the largest of a pair's (a pixel counts where any pair has data)."""
+    t = plan.job
+    pairs = [Job(t.region, a, b, t.method, t.grid) for a, b in t.pairs]
+    coverage = max(pair_coverage(source, job, cache).fraction for job in pairs)
+    cost = Cost()
+    if plan.reason is not None and coverage > 0.0:
+        for job in pairs:
+            cost += _cached_cost(job, source, costs)
+        cost = replace(cost, exact=False)
+    product = ProductPlan(
+        t.item_id, plan.collection, t.from_year, t.to_year, t.method, plan.reason, coverage, cost
+    )
+    return product, pairs
 
 
 def _region_plan(job: Job, source: Source, years: list[int], cache: CoverageCache) -> RegionPlan:

@@ -309,3 +309,24 @@ def test_plan_refuses_a_foreign_catalog_like_run(mirror: Path, tmp_path: Path) -
     result = changecat("plan", config)
     assert result.returncode == 2 and "changecat did not write" in result.stderr
     assert os.listdir(tmp_path / "catalog") == ["catalog.json"]
+
+
+def test_plan_lists_timelines_with_the_cost_of_their_pairs(mirror: Path, tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"kind": "aef", "root": str(mirror)}, {"east": EAST})
+    with open(config) as f:
+        data = yaml.safe_load(f)
+    config.write_text(yaml.safe_dump({**data, "timeline": True}))
+    before = to_json(build_plan(load_config(config)))
+    products = {p["item_id"]: p for r in before["regions"] for p in r["products"]}
+    assert set(products) == {"east_2017_2024_cosine", "east_2017_2024_cosine_timeline"}
+    timeline, change = products["east_2017_2024_cosine_timeline"], products["east_2017_2024_cosine"]
+    assert timeline["action"] == "make" and timeline["reason"] == "new"
+    assert timeline["collection"].endswith("-timeline")
+    # One pair (2017→2024): the blocks of the change product's pair, marked as an estimate (chunked reads).
+    assert timeline["cost"]["blocks"] == change["cost"]["blocks"] > 0
+    assert timeline["cost"]["exact"] is False and change["cost"]["exact"] is True
+    assert before["totals"]["make"] == 2
+
+    assert [o.status for o in run(load_config(config))] == ["done", "done"]
+    after = to_json(build_plan(load_config(config)))
+    assert (after["totals"]["make"], after["totals"]["skip"]) == (0, 2)
