@@ -28,6 +28,7 @@ from catalog.files import FileFacts, RasterFacts
 from catalog.footprint import footprint
 from catalog.geoparquet import ITEMS_ASSET, items_asset
 from catalog.hotspots import HOTSPOTS_ASSET, hotspots_asset
+from catalog.mosaic import mosaic_assets
 from catalog.provenance import (
     COG_MEDIA_TYPE,
     HTML_MEDIA_TYPE,
@@ -102,12 +103,15 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
     created = product.created.astimezone(UTC)
     info = dataset_info(product.source.dataset)
     properties: dict[str, Any] = {
-        "title": f"{job.region.title}: change {job.from_year}→{job.to_year} ({job.method})",
+        "title": (
+            f"{job.region.title}{_tile_title(job.tile)}: change {job.from_year}→{job.to_year} ({job.method})"
+        ),
         "description": (
-            f"Per-pixel change of {product.source.dataset} in region '{job.region.id}' "
+            f"Per-pixel change of {product.source.dataset} in {job.described} "
             f"between {job.from_year} and {job.to_year}, method {job.method}."
         ),
         "change:region": job.region.id,
+        **({"change:tile": job.tile} if job.tile is not None else {}),
         "change:from_year": job.from_year,
         "change:to_year": job.to_year,
         "change:method": job.method,
@@ -166,6 +170,10 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
     for link in source_links(product):
         item.add_link(link)
     return item
+
+
+def _tile_title(tile: str | None) -> str:
+    return "" if tile is None else f", tile {tile}"
 
 
 def _hotspot_properties(product: Product) -> dict[str, Any]:
@@ -312,6 +320,11 @@ def build_collection(collection: str, items: list[pystac.Item]) -> pystac.Collec
             ),
         )
     coll.add_asset(ITEMS_ASSET, items_asset())  # written by the store just before this collection
+    mosaics = mosaic_assets(items)  # the VRTs of tiled regions, written by the store likewise
+    for key, asset in mosaics.items():
+        coll.add_asset(key, asset)
+    if mosaics:
+        coll.stac_extensions.append(PROJECTION_EXTENSION)
     coll.remove_links("root")
     json_type = layout.JSON_MEDIA_TYPE
     for rel in ("root", "parent"):

@@ -30,6 +30,7 @@ from catalog.files import file_facts, fsync_tree, raster_facts, read_json, switc
 from catalog.geoparquet import refresh_items_file
 from catalog.integrity import item_folder_names
 from catalog.lock import write_lock
+from catalog.mosaic import refresh_mosaics
 from catalog.testhook import hold
 from catalog.timeline import build_timeline_collection, is_timeline_collection
 from catalog.walk import iter_all_items, link_targets
@@ -292,6 +293,7 @@ class CatalogStore:
             if (item := self._item(layout.item_json(self.root, coll, i))) is not None and item.id == i
         ]
         path = layout.collection_json(self.root, coll)
+        refresh_mosaics(self.root, coll, items)  # VRTs of tiled regions, in agreement with their tiles
         if not items:
             path.unlink(missing_ok=True)
             return False

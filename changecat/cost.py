@@ -53,8 +53,8 @@ def estimate_requests(jobs: list[Job], source: Source, with_context: bool) -> tu
     for job in jobs:
         total += job_cost(job, source)
         for year in (job.from_year, job.to_year) if with_context else ():
-            if (job.region.id, year) not in composites:
-                composites.add((job.region.id, year))
+            if (job.area_id, year) not in composites:  # one composite per grid (tile)
+                composites.add((job.area_id, year))
                 total += context_cost(job, source)
     return total.requests, total.pixels
 

@@ -45,7 +45,7 @@ from generator.stats import StatsAccumulator
 COG_NAME = "change.tif"
 THUMBNAIL_NAME = "thumbnail.png"
 ContextCache = dict[tuple[str, int], Path]
-"""Sentinel-2 composites already written in this run, by (region id, year)."""
+"""Sentinel-2 composites already written in this run, by (``Job.area_id``, year): one per grid."""
 
 
 class Reporter(Protocol):
@@ -207,7 +207,7 @@ def plan_jobs(config: Config, source: Source) -> list[Job]:
         raise ConfigError(
             f"{config.path}: pairs: no year pair to compute from the available years {available}"
         )
-    jobs = make_jobs(config.regions, pairs, config.methods, source.grid_origin)
+    jobs = make_jobs(config.regions, pairs, config.methods, source.grid_origin, config.tiling)
     return [replace(job, hotspots=config.hotspots.params(job.method)) for job in jobs]
 
 
@@ -290,7 +290,7 @@ def _run_one(
         product = store.commit(product, staging)
         if context is not None:
             context.update(
-                {(job.region.id, int(k[len(CONTEXT_PREFIX) :])): p for k, p in product.context.items()}
+                {(job.area_id, int(k[len(CONTEXT_PREFIX) :])): p for k, p in product.context.items()}
             )
     except (ChangecatError, OSError) as exc:  # OSError: disk full, permissions... fail this job only
         if context is not None and staging is not None:
@@ -337,7 +337,7 @@ def make_product(
     for year in (job.from_year, job.to_year):
         if not source.has_data(job.region.geometry, year):
             raise NoDataError(
-                f"region '{job.region.id}' has no data in {source.info.location} for {year}: "
+                f"{job.described} has no data in {source.info.location} for {year}: "
                 "check the region's coordinates against the source's coverage"
             )
     coverage = pair_coverage(source, job)
@@ -369,7 +369,7 @@ def make_product(
                 reporter.block_done(job, source.progress())
             if stats.count == 0:
                 raise NoDataError(
-                    f"region '{job.region.id}' has no valid pixel for {job.from_year}→{job.to_year}: "
+                    f"{job.described} has no valid pixel for {job.from_year}→{job.to_year}: "
                     "every pixel is nodata in at least one of the two years"
                 )
         write_quicklook(staging / COG_NAME, staging / THUMBNAIL_NAME)
@@ -377,7 +377,7 @@ def make_product(
         write_hotspots(staging / HOTSPOTS_NAME, hotspot_rows(found, grid))
         years = (job.from_year, job.to_year) if context is not None else ()
         for year in years:
-            earlier = (context or {}).get((job.region.id, year))
+            earlier = (context or {}).get((job.area_id, year))
             path = staging / _context_name(year)
             _write_context(source, job, year, region, context_windows, path, earlier, reporter)
         for path in staging.iterdir():
@@ -387,7 +387,7 @@ def make_product(
         if not any(out_dir.iterdir()):  # a first attempt that failed leaves no empty folder behind
             out_dir.rmdir()
     if context is not None:
-        context.update({(job.region.id, y): out_dir / _context_name(y) for y in years})
+        context.update({(job.area_id, y): out_dir / _context_name(y) for y in years})
     return Product(
         job=job,
         source=product_info(source, job.method),

@@ -23,6 +23,7 @@ from generator.methods import DEFAULT_METHOD, EMBEDDING_METHODS, METHODS
 from generator.plan import Region
 from generator.regions import region_geometry
 from generator.safe_yaml import YamlTooLargeError, load_bounded
+from generator.tiling import DEFAULT_TILE_ABOVE_PIXELS, DEFAULT_TILE_SIZE, Tiling, needs_tiles
 
 REGION_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 EE_PROJECT_PATTERN = r"^[a-z][a-z0-9-]{4,61}[a-z0-9]$"
@@ -36,9 +37,10 @@ AEF_URL_SCHEMES = ("http", "https", "s3", "gs")
 MAX_CONFIG_BYTES = 2 * 1024 * 1024
 """A regions config is a few KB; 2 MiB leaves room for inline geometries while bounding the time and memory
 of parsing it (larger geometries belong in a GeoJSON file named by ``file``)."""
-DEFAULT_MAX_PIXELS = 1_000_000_000
-"""Pixels a region's grid may have unless the config raises ``max_pixels``: 10⁹ pixels at 10 m is a square
-of about 316 km (100,000 km²), several GB of scratch space and minutes of work per product."""
+DEFAULT_MAX_PIXELS = 50_000_000_000
+"""Pixels a region may have in all (its grid, or all its tiles) unless the config raises ``max_pixels``:
+5 × 10¹⁰ pixels at 10 m are 5 million km² (a 20° × 10° box in Europe is about 2.4 × 10¹⁰; Germany 3.6 × 10⁹),
+about 100–200 GB of COGs and hours of work per product on one machine."""
 
 
 def schemas_dir() -> Path:
@@ -126,9 +128,10 @@ class Config:
     pairs: PairsSpec
     methods: tuple[str, ...]
     regions: tuple[Region, ...] = field(repr=False)
-    max_pixels: int = DEFAULT_MAX_PIXELS  # every region's grid has at most this many pixels
+    max_pixels: int = DEFAULT_MAX_PIXELS  # every region has at most this many pixels (all its tiles)
     hotspots: HotspotsConfig = HotspotsConfig()
     timeline: bool = False  # also make the year-of-largest-change product per region and embedding method
+    tiling: Tiling = field(default_factory=Tiling)  # which regions are cut into tiles, and their size
 
 
 YearsOf = Callable[[SourceConfig], list[int] | None]
@@ -191,9 +194,10 @@ def parse_config(data: Any, path: Path, years_of: YearsOf | None = None) -> Conf
         methods = tuple(data.get("methods", [DEFAULT_METHOD]))
         _check_methods(methods, source, problems)
     max_pixels = data.get("max_pixels", DEFAULT_MAX_PIXELS) if sound("max_pixels") else None
+    tiling = _parse_tiling(data.get("tiling")) if sound("tiling") else None
     regions = []
-    if isinstance(data.get("regions"), list):
-        regions = _parse_regions(data["regions"], base, max_pixels, sound, problems)
+    if isinstance(data.get("regions"), list) and tiling is not None:
+        regions = _parse_regions(data["regions"], base, max_pixels, sound, problems, tiling)
     catalog = (
         _parse_catalog(data["catalog"], base, problems) if "catalog" in data and sound("catalog") else None
     )
@@ -204,6 +208,13 @@ def parse_config(data: Any, path: Path, years_of: YearsOf | None = None) -> Conf
             f"timeline: needs an embedding method in methods ({', '.join(EMBEDDING_METHODS)}); "
             f"the config lists only {', '.join(methods)}"
         )
+    for region in regions if timeline and tiling is not None else []:
+        if needs_tiles(region.geometry, tiling):
+            problems.append(
+                f"timeline: region '{region.id}' is too large for one grid and is cut into tiles; timelines "
+                "of tiled regions are not supported yet: drop timeline, or split the region into regions of "
+                "at most tiling.above_pixels pixels within 9° of a UTM zone's central meridian"
+            )
     if problems and years_of is not None and source is not None and pairs is not None:
         # Otherwise the run checks the years when it opens the source; here they join the other problems.
         available = years_of(source)
@@ -215,7 +226,7 @@ def parse_config(data: Any, path: Path, years_of: YearsOf | None = None) -> Conf
             )
     if problems:
         raise ConfigError(_report(path, problems))
-    assert catalog and source and pairs and hotspots  # sound parts, as no problem was found
+    assert catalog and source and pairs and hotspots and tiling  # sound parts, as no problem was found
     return Config(
         path,
         catalog,
@@ -226,6 +237,16 @@ def parse_config(data: Any, path: Path, years_of: YearsOf | None = None) -> Conf
         max_pixels or DEFAULT_MAX_PIXELS,
         hotspots,
         timeline,
+        tiling,
+    )
+
+
+def _parse_tiling(spec: dict[str, Any] | None) -> Tiling:
+    """The config's ``tiling`` (its ranges are the schema's)."""
+    spec = spec or {}
+    return Tiling(
+        tile_size=spec.get("tile_size", DEFAULT_TILE_SIZE),
+        above_pixels=spec.get("above_pixels", DEFAULT_TILE_ABOVE_PIXELS),
     )
 
 
@@ -384,7 +405,7 @@ REGION_SHAPES = ("bbox", "geometry", "file")
 
 
 def _parse_regions(
-    items: list[Any], base: Path, max_pixels: int | None, sound: Any, problems: list[str]
+    items: list[Any], base: Path, max_pixels: int | None, sound: Any, problems: list[str], tiling: Tiling
 ) -> list[Region]:
     """The regions whose entries are sound; problems of each part of each entry are collected."""
     regions, seen = [], set()
@@ -401,7 +422,7 @@ def _parse_regions(
         if len(shapes) != 1 or not sound("regions", i, shapes[0]):
             continue  # the schema's message says what is wrong with it
         try:
-            geom = region_geometry(item, base, max_pixels)
+            geom = region_geometry(item, base, max_pixels, tiling)
         except ValueError as exc:
             problems.append(f"{where}: {exc}")
             continue

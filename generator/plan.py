@@ -11,8 +11,9 @@ from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 
 from generator.errors import YearNotAvailableError
-from generator.grid import Grid, grid_for
+from generator.grid import Grid
 from generator.hotspots import HotspotParams
+from generator.tiling import Tiling, region_areas
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,8 @@ class Region:
 
 @dataclass(frozen=True)
 class Job:
-    """One product to make. ``grid`` is the output grid of the region (same for all its pairs and methods)."""
+    """One product to make. ``grid`` is the output grid of the region (same for all its pairs and methods),
+    or of one tile of it (``tile`` set, ``region.geometry`` then the part of the region in the tile)."""
 
     region: Region
     from_year: int
@@ -34,10 +36,21 @@ class Job:
     method: str
     grid: Grid = field(compare=False)
     hotspots: HotspotParams | None = field(default=None, compare=False)  # None: the method's defaults
+    tile: str | None = None  # "32n_0012_0687" (see generator.tiling); None: the region's one grid
+
+    @property
+    def area_id(self) -> str:
+        """The region id, with the tile id when the job is one tile of it (unique per output grid)."""
+        return self.region.id if self.tile is None else f"{self.region.id}_{self.tile}"
+
+    @property
+    def described(self) -> str:
+        """ "region 'x'" or "region 'x' tile 32n_0012_0687", for messages."""
+        return f"region '{self.region.id}'" + ("" if self.tile is None else f" tile {self.tile}")
 
     @property
     def item_id(self) -> str:
-        return f"{self.region.id}_{self.from_year}_{self.to_year}_{self.method}"
+        return f"{self.area_id}_{self.from_year}_{self.to_year}_{self.method}"
 
     def fingerprint(self, source_identity: str, software_version: str) -> str:
         """A hash of everything that determines the product, to skip finished work on a re-run."""
@@ -50,6 +63,8 @@ class Job:
             "source": source_identity,
             "software": software_version,
         }
+        if self.tile is not None:
+            spec["tile"] = self.tile
         if self.hotspots is not None:
             spec["hotspots"] = [self.hotspots.threshold, self.hotspots.min_area_m2]
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
@@ -65,17 +80,30 @@ def check_years(wanted: set[int], available: list[int], source_name: str) -> Non
         )
 
 
+def region_grids(
+    region: Region, grid_origin: Callable[[str], tuple[float, float]], tiling: Tiling | None = None
+) -> list[tuple[str | None, Region, Grid]]:
+    """(tile id, region as that grid covers it, grid) of each output grid of a region: one (None, region,
+    grid) when the region fits one grid, else one per tile (see ``generator.tiling``)."""
+    out: list[tuple[str | None, Region, Grid]] = []
+    for area in region_areas(region.geometry, grid_origin, tiling):
+        part = region if area.tile is None else Region(region.id, region.title, area.geometry)
+        out.append((area.tile, part, area.grid))
+    return out
+
+
 def make_jobs(
     regions: tuple[Region, ...],
     pairs: list[tuple[int, int]],
     methods: tuple[str, ...],
     grid_origin: Callable[[str], tuple[float, float]],
+    tiling: Tiling | None = None,
 ) -> list[Job]:
-    """Every region × pair × method, each region on its own grid (``grid_origin`` from the source)."""
+    """Every region (or tile of a large region) × pair × method, each on its own grid (``grid_origin``
+    from the source; ``tiling`` says which regions are tiles, default ``Tiling()``)."""
     jobs = []
     for region in regions:
-        crs = grid_for(region.geometry).crs
-        grid = grid_for(region.geometry, origin=grid_origin(crs))
-        for a, b in pairs:
-            jobs.extend(Job(region, a, b, method, grid) for method in methods)
+        for tile, part, grid in region_grids(region, grid_origin, tiling):
+            for a, b in pairs:
+                jobs.extend(Job(part, a, b, method, grid, tile=tile) for method in methods)
     return jobs

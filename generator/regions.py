@@ -1,5 +1,6 @@
 """A region's geometry from the config (a bbox, an inline GeoJSON geometry or a GeoJSON file), checked and
-bounded: valid WGS84 polygons, a bounded number of vertices, one UTM grid and a bounded pixel count.
+bounded: valid WGS84 polygons, a bounded number of vertices and a bounded pixel count (one UTM grid, or
+tiles on the UTM zones it spans when it is too large for one: ``generator.tiling``).
 
 Problems are raised as ``ValueError`` with a message naming the input; ``generator.config`` collects them.
 """
@@ -18,7 +19,15 @@ from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 from shapely.validation import explain_validity
 
-from generator.grid import size_problem, zone_span_problem
+from generator.grid import RESOLUTION_M, size_problem
+from generator.tiling import (
+    Tiling,
+    needs_tiles,
+    part_pixels,
+    tile_count_problem,
+    utm_range_problem,
+    zone_parts,
+)
 
 MAX_GEOJSON_BYTES = 64 * 1024 * 1024
 """A region's GeoJSON file: 64 MiB is about 1.5 million vertices, and parsing it takes about 1 GB."""
@@ -33,16 +42,37 @@ them, and simplifying and checking a spiky polygon takes tens of seconds beyond 
 vertices here). 50,000 vertices describe any boundary to a few metres."""
 
 
-def region_geometry(item: dict[str, Any], base: Path, max_pixels: int | None) -> BaseGeometry:
+def region_geometry(
+    item: dict[str, Any], base: Path, max_pixels: int | None, tiling: Tiling | None = None
+) -> BaseGeometry:
     """The checked geometry of a schema-valid region entry (files resolve against ``base``); its size is
-    checked against ``max_pixels`` unless that is None (itself invalid)."""
+    checked against ``max_pixels`` unless that is None (itself invalid). A region too large for one grid
+    (``tiling``) must lie in UTM's latitudes and its tiles hold at most ``max_pixels`` in all."""
     geom = _region_geometry(item, base)
-    problem = zone_span_problem(geom)
-    if problem is None and max_pixels is not None:
-        problem = size_problem(geom, max_pixels)
+    tiling = tiling or Tiling()
+    if not needs_tiles(geom, tiling):
+        problem = size_problem(geom, max_pixels) if max_pixels is not None else None
+    else:
+        problem = utm_range_problem(geom)
+        if problem is None:
+            parts = zone_parts(geom)
+            problem = _total_problem(part_pixels(parts), len(parts), max_pixels)
+            problem = problem or tile_count_problem(parts, tiling.tile_size)
     if problem:
         raise ValueError(problem)
     return geom
+
+
+def _total_problem(pixels: int, parts: int, max_pixels: int | None) -> str | None:
+    """Why a tiled region is too large in all (more than ``max_pixels``), or None."""
+    if max_pixels is None or pixels <= max_pixels:
+        return None
+    return (
+        f"its tiles in {parts} UTM zone part(s) cover about {pixels:,} pixels of {RESOLUTION_M:g} m, more "
+        f"than max_pixels ({max_pixels:,}), the most a region may have in all: split it into smaller "
+        "regions, or raise max_pixels in the config if the run may take that long and that much space "
+        "(about 2–4 GB of COGs per 10⁹ pixels per product)"
+    )
 
 
 def _bounded_vertices(geom: BaseGeometry, what: str) -> BaseGeometry:
