@@ -60,7 +60,8 @@ def mosaic_groups(items: list[pystac.Item]) -> dict[str, list[pystac.Item]]:
 
 
 def _layout(items: list[pystac.Item]) -> tuple[list[float], int, int, list[tuple[pystac.Item, int, int]]]:
-    """The mosaic's geotransform and size, and each tile's pixel offset in it (tiles share one lattice)."""
+    """The mosaic's GDAL geotransform (x0, a, 0, y1, 0, e) and size, and each tile's pixel offset in it
+    (tiles share one lattice)."""
     placed = []
     for item in items:
         fields = item.assets[CHANGE_ASSET].extra_fields
@@ -135,7 +136,7 @@ def mosaic_assets(items: list[pystac.Item]) -> dict[str, pystac.Asset]:
                 "change:method": p["change:method"],
                 "proj:code": code,
                 "proj:shape": [height, width],
-                "proj:transform": [x0, a, 0.0, y1, 0.0, e],
+                "proj:transform": [a, 0.0, x0, 0.0, e, y1],  # affine order, as on the items
             },
         )
     return out

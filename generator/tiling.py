@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import shapely
 from affine import Affine
+from rasterio.features import geometry_mask
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
@@ -46,8 +47,8 @@ UTM_SOUTH_LIMIT_DEG = -80.0
 UTM_NORTH_LIMIT_DEG = 84.0
 """UTM is defined from 80°S to 84°N; the polar caps use UPS, which changecat does not tile."""
 ZONE_DENSIFY_DEG = 0.01
-"""Zone parts are densified at 0.01° (about 1 km) before their bounds are projected, so curved edges of
-the projected part stay inside the tiles found for it (as in ``grid_for``)."""
+"""Zone parts are densified at 0.01° (about 1 km) before they are projected, so the projected part follows
+its curved edges (as ``grid_for`` does for bounds): the chord of a 0.01° edge strays a few cm at most."""
 TILE_EDGE_DENSIFY_M = 1000.0
 """Tile edges are densified at 1 km before a tile's piece of the region goes back to WGS84, so the item
 footprint follows the tile edge (a straight line in UTM is a curve in WGS84)."""
@@ -178,12 +179,11 @@ def part_tiles(
     """The tiles of the zone's lattice that the part covers (with an area > 0), each with its grid."""
     px, py = lattice_phase(origin, resolution)
     side = tile_size * resolution
-    # The mask of a product projects the region's vertices without densifying (``pipeline.mask_outside``):
-    # the tile's piece is cut from that same projection, so its pixels are those of a single-grid run.
-    exact = to_crs(part.geometry, "EPSG:4326", part.crs)
-    west, south, east, north = _projected_bounds(part)
-    west, south = min(west, exact.bounds[0]), min(south, exact.bounds[1])
-    east, north = max(east, exact.bounds[2]), max(north, exact.bounds[3])
+    # Densified: a part's edges can span degrees (a zone border from 45°N to 55°N), and a straight line
+    # between two far vertices in UTM strays kilometres from the meridian or parallel they lie on. The
+    # piece keeps these vertices, so the product's mask (which projects the piece's vertices) follows them.
+    exact = to_crs(part.geometry.segmentize(ZONE_DENSIFY_DEG), "EPSG:4326", part.crs)
+    west, south, east, north = exact.bounds
     shapely.prepare(exact)
     areas = []
     for row in range(math.floor((south - py) / side), math.ceil((north - py) / side)):
@@ -196,9 +196,19 @@ def part_tiles(
             if piece is None:
                 continue
             grid = _crop(piece.bounds, (x0, y0, x0 + side, y0 + side), part.crs, (px, py), resolution)
+            if not _has_pixel(piece, grid, resolution):
+                continue  # a sliver between pixel centres: its product would have no pixel
             geometry = shapely.make_valid(to_crs(piece, part.crs, "EPSG:4326"))
             areas.append(Area(tile_id(part, col, row), _polygons(geometry) or geometry, grid))
     return areas
+
+
+def _has_pixel(piece: BaseGeometry, grid: Grid, resolution: float) -> bool:
+    """Whether a pixel centre of the grid lies in the piece (the products' mask keeps those pixels)."""
+    if not piece.buffer(-resolution).is_empty:
+        return True  # holds a disk of one pixel's radius, so a pixel centre
+    outside = geometry_mask([piece], out_shape=grid.shape, transform=grid.transform, all_touched=False)
+    return not bool(outside.all())
 
 
 def _crop(
