@@ -26,6 +26,7 @@ from generator.config import (
 from generator.errors import ConfigError, YearNotAvailableError
 from generator.plan import check_years
 from generator.regions import MAX_GEOJSON_BYTES
+from generator.tiling import Tiling, needs_tiles
 
 SELF_INTERSECTING = {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}
 
@@ -416,36 +417,45 @@ def test_oversized_geojson_file_is_refused(tmp_path: Path) -> None:
     )
 
 
-def test_whole_world_bbox_is_refused_naming_the_zone_borders(tmp_path: Path) -> None:
+def test_whole_world_bbox_is_refused_naming_utm_latitudes(tmp_path: Path) -> None:
+    """Too large for one grid, so it would be tiled on UTM zones, which end at 80°S and 84°N (issue 10;
+    before, it was refused for spanning 60 zones)."""
     data = base_config()
     data["regions"][0]["bbox"] = [-180, -90, 180, 90]
     message = error_of(tmp_path, data)
-    assert (
-        "regions[0] (berlin): spans UTM zones 1–60 (60 zones) and reaches 183.0° from the central" in message
-    )
-    assert "split it into regions at the zone borders (174°W, 168°W" in message
+    assert "regions[0] (berlin): is cut into tiles on UTM zones (too large for one grid)" in message
+    assert "reaches 90°S–90°N; UTM covers 80°S–84°N" in message
 
 
 def test_a_region_may_reach_one_zone_beyond_its_own(tmp_path: Path) -> None:
+    """Within 9° of its zone's central meridian a region keeps one grid; wider ones are tiled (issue 10),
+    no longer refused."""
     data = base_config()
     data["max_pixels"] = 10**12
+    data["tiling"] = {"above_pixels": 10**12}
     data["regions"] = [{"id": "three-zones", "bbox": [6.5, 52.0, 23.5, 52.2]}]  # zones 32-34, centre 15°E
-    assert load_config(write(tmp_path, data)).regions[0].id == "three-zones"
+    region = load_config(write(tmp_path, data)).regions[0]
+    assert region.id == "three-zones" and not needs_tiles(region.geometry, Tiling(above_pixels=10**12))
     data["regions"] = [{"id": "wide", "bbox": [5.0, 52.0, 25.0, 52.2]}]
-    assert "spans UTM zones 31–35 (5 zones) and reaches 10.0° from the central meridian (15°E)" in (
-        error_of(tmp_path, data)
-    )
+    region = load_config(write(tmp_path, data)).regions[0]
+    assert needs_tiles(region.geometry, Tiling(above_pixels=10**12)), "reaches 10° from 15°E: tiled"
 
 
 def test_region_larger_than_max_pixels_says_how_to_split(tmp_path: Path) -> None:
+    """A single grid above max_pixels (lowered below the tiling threshold) is refused as before; a tiled
+    region above it is refused naming the limit."""
     data = base_config()
-    data["regions"][0]["bbox"] = [10.0, 40.0, 22.0, 50.0]  # about 1,000 × 1,100 km: 11.6 Gpx
+    data["max_pixels"] = 10_000_000
     message = error_of(tmp_path, data)
-    assert "regions[0] (berlin): its 10 m grid is 102,468 × 113,440 = 11,623,969,920 pixels" in message
-    assert f"more than max_pixels ({DEFAULT_MAX_PIXELS:,}); split it into 16 regions" in message
-    assert "(e.g. a 4 × 4 grid of bboxes of 3° × 2.5°), or raise max_pixels" in message
-    data["max_pixels"] = 12_000_000_000
-    assert load_config(write(tmp_path, data)).max_pixels == 12_000_000_000
+    assert "regions[0] (berlin): its 10 m grid is 4,702 × 3,995 = 18,784,490 pixels" in message
+    assert "more than max_pixels (10,000,000); split it into 4 regions" in message
+    data = base_config()
+    data["regions"][0]["bbox"] = [10.0, 40.0, 22.0, 50.0]  # about 1,000 × 1,100 km: 11.6 Gpx, tiled
+    assert load_config(write(tmp_path, data)).max_pixels == DEFAULT_MAX_PIXELS
+    data["max_pixels"] = 10_000_000_000
+    message = error_of(tmp_path, data)
+    assert "regions[0] (berlin): its tiles in 2 UTM zone part(s) cover about 1" in message
+    assert "more than max_pixels (10,000,000,000), the most a region may have in all" in message
 
 
 def test_max_pixels_must_be_a_positive_integer(tmp_path: Path) -> None:
@@ -519,7 +529,7 @@ def test_several_different_problems_are_all_reported(tmp_path: Path) -> None:
         "source.root 'ftp://example.org/aef': unsupported scheme ftp://",
         "methods: unknown method 'euclid'",
         "regions[1] (grunewald): geometry: invalid geometry (Self-intersection",
-        "regions[2] (world): spans UTM zones 1–60",
+        "regions[2] (world): is cut into tiles on UTM zones (too large for one grid) but reaches 90°S–90°N",
         "regions[3] (world): duplicate region id 'world'",
     ]
     missing = [e for e in expected if e not in message]
