@@ -454,7 +454,7 @@ def test_region_larger_than_max_pixels_says_how_to_split(tmp_path: Path) -> None
     assert load_config(write(tmp_path, data)).max_pixels == DEFAULT_MAX_PIXELS
     data["max_pixels"] = 10_000_000_000
     message = error_of(tmp_path, data)
-    assert "regions[0] (berlin): its tiles in 2 UTM zone part(s) cover about 1" in message
+    assert "regions[0] (berlin): its tiles in 3 UTM zone part(s) cover about 11,576,451,920 pixels" in message
     assert "more than max_pixels (10,000,000,000), the most a region may have in all" in message
 
 
