@@ -13,6 +13,7 @@ change (a run, a re-run, a prune), and never disagree with the tiles.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections import defaultdict
@@ -140,6 +141,22 @@ def mosaic_assets(items: list[pystac.Item]) -> dict[str, pystac.Asset]:
             },
         )
     return out
+
+
+def mosaics_missing(collection_folder: Path) -> bool:
+    """Whether a mosaic asset of the collection.json in this folder names a VRT that is not there (removed
+    by hand): a plain run then rewrites them."""
+    path = Path(collection_folder) / "collection.json"
+    try:
+        assets = json.loads(path.read_text(encoding="utf-8")).get("assets") or {}
+    except (OSError, ValueError, AttributeError):
+        return False  # no collection yet, or an unreadable one (rebuilt anyway)
+    return any(
+        isinstance(a, dict)
+        and "mosaic" in (a.get("roles") or [])
+        and not (Path(collection_folder) / str(a.get("href", ""))).is_file()
+        for a in assets.values()
+    )
 
 
 def refresh_mosaics(root: Path, collection: str, items: list[pystac.Item]) -> None:

@@ -29,6 +29,7 @@ from catalog.assets import PNG_MEDIA_TYPE
 from catalog.extension import CHANGE_EXTENSION, own_schemas
 from catalog.files import SHA256_MULTIHASH_PREFIX, read_json, sha256_multihash
 from catalog.geoparquet import ITEMS_FILE, items_table
+from catalog.mosaic import MOSAIC_SUFFIX, VRT_MEDIA_TYPE
 from catalog.provenance import COG_MEDIA_TYPE, PARQUET_MEDIA_TYPE
 from catalog.walk import is_local_relative, iter_collections, iter_items
 from generator.errors import PublishError
@@ -117,6 +118,8 @@ def _media_type(path: str) -> str:
             return media
     if path.endswith(".parquet"):
         return PARQUET_MEDIA_TYPE
+    if path.endswith(MOSAIC_SUFFIX):
+        return VRT_MEDIA_TYPE
     if path.endswith(".json"):
         return layout.JSON_MEDIA_TYPE
     return "application/octet-stream"

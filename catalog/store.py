@@ -30,7 +30,7 @@ from catalog.files import file_facts, fsync_tree, raster_facts, read_json, switc
 from catalog.geoparquet import refresh_items_file
 from catalog.integrity import item_folder_names
 from catalog.lock import write_lock
-from catalog.mosaic import refresh_mosaics
+from catalog.mosaic import mosaics_missing, refresh_mosaics
 from catalog.testhook import hold
 from catalog.timeline import build_timeline_collection, is_timeline_collection
 from catalog.walk import iter_all_items, link_targets
@@ -222,7 +222,7 @@ class CatalogStore:
         follow the config (title, description, children)."""
         for coll, ids in linked.items():
             on_disk = self._linked_ids(coll)
-            if on_disk is None or not set(ids) <= on_disk:
+            if on_disk is None or not set(ids) <= on_disk or mosaics_missing(self.root / coll):
                 return True
         return not _same_root(self._root_doc(list(linked)), self._existing_root())
 

@@ -39,7 +39,7 @@ MAX_CONFIG_BYTES = 2 * 1024 * 1024
 of parsing it (larger geometries belong in a GeoJSON file named by ``file``)."""
 DEFAULT_MAX_PIXELS = 50_000_000_000
 """Pixels a region may have in all (its grid, or all its tiles) unless the config raises ``max_pixels``:
-5 × 10¹⁰ pixels at 10 m are 5 million km² (a 20° × 10° box in Europe is about 2.4 × 10¹⁰; Germany 3.6 × 10⁹),
+5 × 10¹⁰ pixels at 10 m are 5 million km² (a 20° × 10° box in Europe is about 1.8 × 10¹⁰; Germany 3.6 × 10⁹),
 about 100–200 GB of COGs and hours of work per product on one machine."""
 
 

@@ -36,7 +36,7 @@ class Job:
     method: str
     grid: Grid = field(compare=False)
     hotspots: HotspotParams | None = field(default=None, compare=False)  # None: the method's defaults
-    tile: str | None = None  # "32n_0012_0687" (see generator.tiling); None: the region's one grid
+    tile: str | None = None  # "32n_0006_0072" (see generator.tiling); None: the region's one grid
 
     @property
     def area_id(self) -> str:
@@ -45,7 +45,7 @@ class Job:
 
     @property
     def described(self) -> str:
-        """ "region 'x'" or "region 'x' tile 32n_0012_0687", for messages."""
+        """ "region 'x'" or "region 'x' tile 32n_0006_0072", for messages."""
         return f"region '{self.region.id}'" + ("" if self.tile is None else f" tile {self.tile}")
 
     @property

@@ -2,7 +2,7 @@
 the tiles of a fixed lattice of that zone that it touches. Pure functions (geometries in, grids out).
 
 The lattice of a zone is aligned with the source's 10 m pixel lattice (``Source.grid_origin``) and anchored
-next to the zone's false origin, so tile ids ("32n_0012_0687": zone, hemisphere, column, row of
+next to the zone's false origin, so tile ids ("32n_0006_0072": zone, hemisphere, column, row of
 ``tile_size`` × ``tile_size`` pixels, counted east and north from there) do not depend on the source.
 A tile's grid is the part of the lattice tile that the region's bounds cover (never beyond the tile).
 """
@@ -43,6 +43,9 @@ MAX_TILE_SIZE = 32768
 MAX_TILES_PER_REGION = 100_000
 """Tiles one region may be cut into: each is an item, a job and a folder; 100,000 tiles of 8192 px would
 be 6.7 × 10¹² pixels, far above any sane ``max_pixels``, so this only stops tiny tile sizes on big regions."""
+SLIVER_CHECK_MAX_PIXELS = 16 * 2**20
+"""Thin pieces of a tile are rasterized to see whether they hold a pixel centre when their grid has at most
+16 Mpx (16 MB of mask); a longer sliver is kept, and its product fails alone with "no valid pixel"."""
 UTM_SOUTH_LIMIT_DEG = -80.0
 UTM_NORTH_LIMIT_DEG = 84.0
 """UTM is defined from 80°S to 84°N; the polar caps use UPS, which changecat does not tile."""
@@ -145,7 +148,7 @@ def lattice_phase(origin: tuple[float, float], resolution: float = RESOLUTION_M)
 
 
 def tile_id(part: ZonePart, col: int, row: int) -> str:
-    """ "32n_0012_0687": path-safe and readable, sorting by zone, then column, then row."""
+    """ "32n_0006_0072": path-safe and readable, sorting by zone, then column, then row."""
     return f"{part.label}_{col:04d}_{row:04d}"
 
 
@@ -205,8 +208,8 @@ def part_tiles(
 
 def _has_pixel(piece: BaseGeometry, grid: Grid, resolution: float) -> bool:
     """Whether a pixel centre of the grid lies in the piece (the products' mask keeps those pixels)."""
-    if not piece.buffer(-resolution).is_empty:
-        return True  # holds a disk of one pixel's radius, so a pixel centre
+    if not piece.buffer(-resolution).is_empty or grid.width * grid.height > SLIVER_CHECK_MAX_PIXELS:
+        return True  # holds a disk of one pixel's radius, so a pixel centre (or too long to rasterize)
     outside = geometry_mask([piece], out_shape=grid.shape, transform=grid.transform, all_touched=False)
     return not bool(outside.all())
 

@@ -90,6 +90,19 @@ def test_a_20_by_10_degree_box_becomes_tiles_in_five_zones() -> None:
     assert all(j.region.id == "box" for j in jobs)
 
 
+def test_a_sliver_without_a_pixel_centre_gives_no_tile() -> None:
+    crs, side, tiling = "EPSG:32633", 480.0, Tiling(tile_size=48, above_pixels=100)
+    x0, y0 = 1042 * side, 12000 * side  # a lattice corner near 15°E, 52°N
+
+    def tiles_of(reach_m: float) -> list[tuple[str | None, int]]:
+        utm = box(x0 + 105, y0 + 105, x0 + side + reach_m, y0 + side - 105)
+        areas = region_areas(to_crs(utm.segmentize(20.0), crs, "EPSG:4326"), lambda c: (0.0, 0.0), tiling)
+        return [(a.tile, a.grid.width) for a in areas]
+
+    assert tiles_of(2.0) == [("33n_1042_12000", 38)], "2 m into the next tile: no pixel centre there"
+    assert tiles_of(8.0) == [("33n_1042_12000", 38), ("33n_1043_12000", 1)], "8 m: one column of centres"
+
+
 def test_a_region_across_the_equator_gets_north_and_south_zones() -> None:
     areas = region_areas(box(30.0, -0.5, 31.0, 0.5), origin_of, Tiling(tile_size=2048, above_pixels=10**6))
     assert sorted({a.tile[:3] for a in areas}) == ["36n", "36s"]
@@ -285,6 +298,10 @@ def test_reruns_and_prune_keep_the_vrts_in_agreement(
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     assert all(o.status == "skipped" for o in run(config))
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before, "an idle re-run changes nothing"
+    (folder / "border_2018_2022_cosine_33n.vrt").unlink()
+    assert validate_catalog(catalog, stac_schemas) != [], "a missing VRT is reported"
+    assert all(o.status == "skipped" for o in run(config))
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before, "a plain run writes it again"
     # The region shrinks to its zone-32 part: a pruning run drops the 33N tiles and their VRT.
     west = [{"id": "border", "title": "Border", "bbox": [REGION[0], REGION[1], 11.999, REGION[3]]}]
     smaller = load_config(write_config(tmp_path, mirror, tiling=TILING, regions=west))
