@@ -108,7 +108,8 @@ MAX_DEG_FROM_CENTRAL_MERIDIAN = 9.0
 """How far in longitude a region may reach from the central meridian of its grid's UTM zone: its own zone
 (±3°) and one neighbouring zone on each side. UTM's scale error grows with the square of that distance
 (0.04 % on the central meridian, about 1 % at 9° on the equator) and the projection breaks down towards 90°,
-where a whole-world region would get a degenerate grid. Wider regions are split at the zone borders."""
+where a whole-world region would get a degenerate grid. Wider regions are cut into tiles per UTM zone
+(``generator.tiling``)."""
 
 
 def central_meridian(zone: int) -> float:
@@ -117,7 +118,8 @@ def central_meridian(zone: int) -> float:
 
 
 def zone_span_problem(geom_wgs84: BaseGeometry) -> str | None:
-    """Why a WGS84 geometry is too wide in longitude for one UTM grid, or None when it fits.
+    """Why a WGS84 geometry is too wide in longitude for one UTM grid, or None when it fits (such regions
+    are tiled: ``generator.tiling.needs_tiles``).
 
     Pure and cheap (bounds only), so configs are checked before any work starts.
     """

@@ -14,12 +14,14 @@ import pytest
 import rasterio
 import shapely
 import yaml
+from click.testing import CliRunner
 from rasterio.windows import Window
 from shapely.geometry import box, mapping
 
 from catalog.layout import SAFE_ID_PATTERN
 from catalog.mosaic import MOSAIC_FOLDER
 from catalog.validate import validate_catalog
+from changecat.cli import cli
 from changecat.pipeline import JobOutcome, prune, run
 from generator.config import DEFAULT_MAX_PIXELS, load_config
 from generator.errors import ConfigError
@@ -329,3 +331,20 @@ def test_tile_pieces_are_the_region_inside_each_tile(mirror: Path) -> None:
         assert tile is not None and part.id == "border" and part.title == "Border"
         inside = to_crs(part.geometry, "EPSG:4326", grid.crs)
         assert box(*grid.bounds).buffer(1e-6).contains(inside)
+
+
+def test_validate_info_and_hotspots_commands_work_on_tiles(tiled, stac_schemas: Path) -> None:
+    catalog, outcomes = tiled
+    runner = CliRunner()
+    result = runner.invoke(cli, ["validate", str(catalog), "--schemas", str(stac_schemas)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["info", str(catalog)], terminal_width=300)
+    assert result.exit_code == 0, result.output
+    for o in outcomes:
+        assert o.job.item_id in result.output
+    planted = max(outcomes, key=lambda o: np.nanmax(read(o.product.cog_path)[0]))
+    folder = catalog / COLLECTION / planted.job.item_id
+    result = runner.invoke(cli, ["hotspots", str(folder), "--geojson", "-"])
+    assert result.exit_code == 0, result.output
+    spots = json.loads(result.output)
+    assert spots["type"] == "FeatureCollection" and len(spots["features"]) >= 1
