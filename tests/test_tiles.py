@@ -158,6 +158,8 @@ def test_the_config_accepts_a_20_by_10_box_and_bounds_the_total(tmp_path: Path) 
         tmp_path, tiling={"tile_size": 8}
     )
     assert "valid keys here: tile_size, above_pixels" in config_error(tmp_path, tiling={"size": 8})
+    message = config_error(tmp_path, tiling=TILING, timeline=True)
+    assert "timeline: region 'border' is too large for one grid and is cut into tiles" in message
 
 
 # --- end to end on a two-zone mirror ---------------------------------------------------------------------
