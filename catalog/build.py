@@ -104,7 +104,7 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
     info = dataset_info(product.source.dataset)
     properties: dict[str, Any] = {
         "title": (
-            f"{job.region.title}{_tile_title(job.tile)}: change {job.from_year}→{job.to_year} ({job.method})"
+            f"{job.region.title}{tile_title(job.tile)}: change {job.from_year}→{job.to_year} ({job.method})"
         ),
         "description": (
             f"Per-pixel change of {product.source.dataset} in {job.described} "
@@ -172,7 +172,7 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
     return item
 
 
-def _tile_title(tile: str | None) -> str:
+def tile_title(tile: str | None) -> str:
     return "" if tile is None else f", tile {tile}"
 
 

@@ -32,6 +32,7 @@ from catalog.build import (
     THUMBNAIL_ASSET,
     build_collection,
     span,
+    tile_title,
     to_json,
 )
 from catalog.datasets import dataset_info
@@ -232,13 +233,17 @@ def build_timeline_item(product: TimelineProduct, facts: TimelineFacts, collecti
     created = datetime_to_str(product.created.astimezone(UTC))
     s = product.stats
     properties: dict[str, Any] = {
-        "title": f"{job.region.title}: year of largest change {job.from_year}–{job.to_year} ({job.method})",
+        "title": (
+            f"{job.region.title}{tile_title(job.tile)}: year of largest change "
+            f"{job.from_year}–{job.to_year} ({job.method})"
+        ),
         "description": (
             f"Per pixel, which consecutive pair of the years {', '.join(map(str, job.years))} of "
             f"{product.source.dataset} changed most in region '{job.region.id}' (method {job.method}), "
             "and that change."
         ),
         "change:region": job.region.id,
+        **({"change:tile": job.tile} if job.tile is not None else {}),
         "change:from_year": job.from_year,
         "change:to_year": job.to_year,
         "change:years": list(job.years),

@@ -38,7 +38,7 @@ from generator.errors import ChangecatError, ConfigError, NoDataError
 from generator.grid import Grid, to_crs
 from generator.hotspots import DEFAULT_THRESHOLDS
 from generator.methods import EMBEDDING_METHODS, METHODS
-from generator.plan import make_jobs
+from generator.plan import described, make_jobs
 from generator.quicklook import category_palette, write_categorical_quicklook
 from generator.raster import CogWriter
 from generator.sources.base import Block, Source
@@ -78,9 +78,11 @@ def timeline_jobs(config: Config, source: Source) -> list[TimelineJob]:
     if len(years) < 2:
         raise ConfigError(f"{config.path}: timeline: needs at least two years; the pairs give {list(years)}")
     methods = tuple(m for m in config.methods if m in EMBEDDING_METHODS)
-    jobs = make_jobs(config.regions, [(years[0], years[-1])], methods, source.grid_origin)
+    jobs = make_jobs(config.regions, [(years[0], years[-1])], methods, source.grid_origin, config.tiling)
     return [
-        TimelineJob(job.region, years, job.method, job.grid, config.hotspots.params(job.method).threshold)
+        TimelineJob(
+            job.region, years, job.method, job.grid, config.hotspots.params(job.method).threshold, job.tile
+        )
         for job in jobs
     ]
 
@@ -150,7 +152,7 @@ def make_timeline(
     for year in job.years:
         if not source.has_data(job.region.geometry, year):
             raise NoDataError(
-                f"region '{job.region.id}' has no data in {source.info.location} for {year}: "
+                f"{described(job.region.id, job.tile)} has no data in {source.info.location} for {year}: "
                 "check the region's coordinates against the source's coverage, or list the years in pairs"
             )
     method = METHODS[job.method]
@@ -192,8 +194,8 @@ def make_timeline(
                 counts.update(dict(zip(values.tolist(), n.tolist(), strict=True)))
             if stats.count == 0:
                 raise NoDataError(
-                    f"region '{job.region.id}' has no valid pixel for {job.from_year}–{job.to_year}: every "
-                    "pixel is nodata in at least one year of every pair"
+                    f"{described(job.region.id, job.tile)} has no valid pixel for {job.from_year}–"
+                    f"{job.to_year}: every pixel is nodata in at least one year of every pair"
                 )
         labels = {b: f"{a}-{b}" for a, b in job.pairs}
         threshold = job.quicklook_threshold or DEFAULT_THRESHOLDS[job.method]

@@ -23,7 +23,7 @@ from generator.methods import DEFAULT_METHOD, EMBEDDING_METHODS, METHODS
 from generator.plan import Region
 from generator.regions import region_geometry
 from generator.safe_yaml import YamlTooLargeError, load_bounded
-from generator.tiling import DEFAULT_TILE_ABOVE_PIXELS, DEFAULT_TILE_SIZE, Tiling, needs_tiles
+from generator.tiling import DEFAULT_TILE_ABOVE_PIXELS, DEFAULT_TILE_SIZE, Tiling
 
 REGION_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 EE_PROJECT_PATTERN = r"^[a-z][a-z0-9-]{4,61}[a-z0-9]$"
@@ -208,13 +208,6 @@ def parse_config(data: Any, path: Path, years_of: YearsOf | None = None) -> Conf
             f"timeline: needs an embedding method in methods ({', '.join(EMBEDDING_METHODS)}); "
             f"the config lists only {', '.join(methods)}"
         )
-    for region in regions if timeline and tiling is not None else []:
-        if needs_tiles(region.geometry, tiling):
-            problems.append(
-                f"timeline: region '{region.id}' is too large for one grid and is cut into tiles; timelines "
-                "of tiled regions are not supported yet: drop timeline, or split the region into regions of "
-                "at most tiling.above_pixels pixels within 9° of a UTM zone's central meridian"
-            )
     if problems and years_of is not None and source is not None and pairs is not None:
         # Otherwise the run checks the years when it opens the source; here they join the other problems.
         available = years_of(source)

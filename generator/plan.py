@@ -40,13 +40,11 @@ class Job:
 
     @property
     def area_id(self) -> str:
-        """The region id, with the tile id when the job is one tile of it (unique per output grid)."""
-        return self.region.id if self.tile is None else f"{self.region.id}_{self.tile}"
+        return area_id(self.region.id, self.tile)
 
     @property
     def described(self) -> str:
-        """ "region 'x'" or "region 'x' tile 32n_0006_0072", for messages."""
-        return f"region '{self.region.id}'" + ("" if self.tile is None else f" tile {self.tile}")
+        return described(self.region.id, self.tile)
 
     @property
     def item_id(self) -> str:
@@ -68,6 +66,16 @@ class Job:
         if self.hotspots is not None:
             spec["hotspots"] = [self.hotspots.threshold, self.hotspots.min_area_m2]
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def area_id(region_id: str, tile: str | None) -> str:
+    """The region id, with the tile id when a product is one tile of it (unique per output grid)."""
+    return region_id if tile is None else f"{region_id}_{tile}"
+
+
+def described(region_id: str, tile: str | None) -> str:
+    """ "region 'x'" or "region 'x' tile 32n_0006_0072", for messages."""
+    return f"region '{region_id}'" + ("" if tile is None else f" tile {tile}")
 
 
 def check_years(wanted: set[int], available: list[int], source_name: str) -> None:

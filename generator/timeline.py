@@ -24,7 +24,7 @@ from rasterio.windows import Window
 from shapely.geometry import mapping
 
 from generator.grid import Grid
-from generator.plan import Region
+from generator.plan import Region, area_id
 from generator.product import Stats
 from generator.sources.base import Block, SourceInfo
 
@@ -52,6 +52,7 @@ class TimelineJob:
     grid: Grid = field(compare=False)
     quicklook_threshold: float | None = field(default=None, compare=False)
     """Changes below it are drawn grey in the quicklook (their year means little); the hotspot threshold."""
+    tile: str | None = None  # as ``Job.tile``: one tile of a large region (``region.geometry`` its part)
 
     @property
     def from_year(self) -> int:
@@ -68,7 +69,8 @@ class TimelineJob:
 
     @property
     def item_id(self) -> str:
-        return f"{self.region.id}_{self.from_year}_{self.to_year}_{self.method}_{TIMELINE_SUFFIX}"
+        years = f"{self.from_year}_{self.to_year}"
+        return f"{area_id(self.region.id, self.tile)}_{years}_{self.method}_{TIMELINE_SUFFIX}"
 
     def fingerprint(self, source_identity: str, software_version: str) -> str:
         """A hash of everything that determines the product, to skip finished work on a re-run."""
@@ -82,6 +84,8 @@ class TimelineJob:
             "source": source_identity,
             "software": software_version,
         }
+        if self.tile is not None:
+            spec["tile"] = self.tile
         if self.quicklook_threshold is not None:
             spec["quicklook_threshold"] = self.quicklook_threshold
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()

@@ -158,8 +158,6 @@ def test_the_config_accepts_a_20_by_10_box_and_bounds_the_total(tmp_path: Path) 
         tmp_path, tiling={"tile_size": 8}
     )
     assert "valid keys here: tile_size, above_pixels" in config_error(tmp_path, tiling={"size": 8})
-    message = config_error(tmp_path, tiling=TILING, timeline=True)
-    assert "timeline: region 'border' is too large for one grid and is cut into tiles" in message
 
 
 # --- end to end on a two-zone mirror ---------------------------------------------------------------------
@@ -350,3 +348,25 @@ def test_validate_info_and_hotspots_commands_work_on_tiles(tiled, stac_schemas: 
     assert result.exit_code == 0, result.output
     spots = json.loads(result.output)
     assert spots["type"] == "FeatureCollection" and len(spots["features"]) >= 1
+
+
+def test_a_tiled_region_gets_a_timeline_per_tile(tmp_path: Path, mirror: Path, stac_schemas: Path) -> None:
+    """One pair (2018→2022): a tile's timeline magnitude is that tile's change, its year 2022 where valid."""
+    outcomes = run(load_config(write_config(tmp_path, mirror, tiling=TILING, timeline=True)))
+    assert {o.status for o in outcomes} == {"done"}, [o.error for o in outcomes]
+    changes = {o.job.tile: o.product.cog_path for o in outcomes if o.product is not None}
+    timelines = [o.job for o in outcomes if o.job.item_id.endswith("_timeline")]
+    assert len(changes) > 1 and sorted(t.tile for t in timelines) == sorted(changes)
+    catalog = tmp_path / "catalog"
+    for job in timelines:
+        assert job.item_id == f"border_{job.tile}_2018_2022_cosine_timeline"
+        (item_path,) = catalog.glob(f"*-timeline/{job.item_id}/{job.item_id}.json")
+        item = json.loads(item_path.read_text())
+        assert item["properties"]["change:tile"] == job.tile and job.tile in item["properties"]["title"]
+        magnitude, transform, crs = read(item_path.parent / "magnitude.tif")
+        change, change_transform, change_crs = read(changes[job.tile])
+        assert (transform, crs) == (change_transform, change_crs)
+        np.testing.assert_array_equal(magnitude, change)
+        year, _, _ = read(item_path.parent / "year.tif")
+        np.testing.assert_array_equal(year, np.where(np.isnan(change), 0, 2022))
+    assert validate_catalog(catalog, stac_schemas) == []
