@@ -13,6 +13,12 @@ For each region size, each measure runs in a fresh process (its peak RSS is its 
 - naive: read both years whole, de-quantize to float32, einsum, COG in memory with rio-cogeo.
 Then the middle region is served by a local HTTP range server (tests/range_server.py) and computed by the
 source over HTTP: requests and bytes fetched against the compressed bytes of the blocks needed.
+
+Each row gives wall time, Mpx/s, the ratio to decode's Mpx/s, the CPU time of the measure's process (all its
+threads: on a machine shared with other work, wall times mostly measure the others, CPU time does not)
+and peak RSS; the load averages before and after say how shared the machine was. The naive baseline does
+less than the product (no statistics, hotspots or quicklook), and reads through changecat's own block
+reader with a lookup table for de-quantizing, so it is faster than what a new user would write.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
+import shapely
 from rasterio.features import geometry_mask
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
@@ -437,8 +438,13 @@ def _write_context(
 def mask_outside(
     blocks: Iterator[Block], region: BaseGeometry, grid: Grid, nodata: float = np.nan
 ) -> Iterator[Block]:
-    """Set pixels whose centre lies outside the region (in the grid's CRS) to ``nodata``, in every band."""
+    """Set pixels whose centre lies outside the region (in the grid's CRS) to ``nodata``, in every band.
+    Blocks wholly inside the region pass as they are (no rasterizing, no copy)."""
+    shapely.prepare(region)  # one spatial index for every block's test, however many vertices it has
     for window, values in blocks:
+        if region.contains(box(*grid.window_bounds(window))):
+            yield window, values
+            continue
         outside = geometry_mask(
             [region], out_shape=values.shape[-2:], transform=grid.window_transform(window), all_touched=False
         )

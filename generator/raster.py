@@ -159,14 +159,17 @@ class _GdalStep:
         # reverse order of entry, and a source generator suspended inside the writer may hold its own Env.
         self.env.__enter__()
         self.level = self.logger.level
-        self.logger.setLevel(min(self.logger.getEffectiveLevel(), logging.INFO))
+        if self.logger.getEffectiveLevel() > logging.INFO:
+            # Only when needed: setLevel clears the cache of every logger, which cost ~1 ms per block.
+            self.logger.setLevel(logging.INFO)
         self.logger.addHandler(self.errors)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.logger.removeHandler(self.errors)
-        self.logger.setLevel(self.level)
+        if self.logger.level != self.level:
+            self.logger.setLevel(self.level)
         self.env.__exit__(exc_type, exc, tb)
         if isinstance(exc, rasterio.errors.RasterioError | CPLE_BaseError | OSError):
             # rasterio's GDAL exceptions carry GDAL's error class in ``errno``, not an OS errno.
