@@ -73,6 +73,13 @@ Measured peak RSS on a 24 GB machine: 10000² grid 1.4 GB uncapped, 0.45 GB with
 64 MB the whole AEF job (benchmarks/bench_aef.py) peaks at 0.46 GB for 5 Mpx and 0.51 GB for 52 Mpx,
 as fast as with 256 MB."""
 
+GDAL_THREADS = "ALL_CPUS"
+"""Threads GDAL may use after the last block, when nothing else runs: to compress the COG's tiles (GTiff
+NUM_THREADS creation option) and to compute the overviews (GDAL_NUM_THREADS config option). 25 Mpx of
+noisy float32 on this 2-core machine while other work shared it (load 8–9): the copy to the COG took
+5.3–5.4 s instead of 7.4–8.6 s, the overviews 1.6–3.3 s instead of 2.9–3.4 s, for the same CPU time.
+Each tile is compressed on its own, so the file's bytes do not depend on it."""
+
 STREAM_CODEC = {"compress": "ZSTD", "zstd_level": 1}
 """Codec of the intermediate GeoTIFF (only this writer reads it)."""
 STREAM_OVERVIEW_CONFIG = {"ZSTD_LEVEL_OVERVIEW": "1"}
@@ -335,7 +342,11 @@ class CogWriter:
 
     def _overview_config(self) -> dict[str, str]:
         _, overview_tile = tile_sizes(self.grid.width, self.grid.height)
-        return {"GDAL_TIFF_OVR_BLOCKSIZE": str(overview_tile), **STREAM_OVERVIEW_CONFIG}
+        return {
+            "GDAL_TIFF_OVR_BLOCKSIZE": str(overview_tile),
+            "GDAL_NUM_THREADS": GDAL_THREADS,
+            **STREAM_OVERVIEW_CONFIG,
+        }
 
     def _build_overviews(self, stream: Path) -> None:
         """GDAL builds the overview levels into the intermediate GeoTIFF, from disk."""
@@ -363,6 +374,7 @@ class CogWriter:
                 interleave="pixel",
                 compress=COMPRESSION,
                 zlevel=COMPRESSION_LEVEL,
+                num_threads=GDAL_THREADS,
                 predictor=PREDICTORS[self.dtype],
                 BIGTIFF="IF_SAFER",
             )

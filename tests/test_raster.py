@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from rasterio.shutil import copy as rio_copy
 from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
 
+from generator import raster
 from generator.cog_tiling import level_shapes, tile_sizes
 from generator.errors import OutputError
 from generator.grid import Grid
@@ -409,3 +411,39 @@ def test_a_gdal_error_that_rasterio_only_logs_fails_the_step(tmp_path: Path) -> 
         cpl_error(3, 1, b"%s", b"a failure nobody raises")  # CE_Failure, CPLE_AppDefined
     with _GdalStep(tmp_path / "change.tif", "build overviews"):
         cpl_error(2, 1, b"%s", b"a warning")  # CE_Warning: not a failure
+
+
+@pytest.mark.parametrize(("width", "height"), [(2048, 2049), (1100, 700), (3, 1030)])
+def test_the_cog_does_not_depend_on_gdal_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, width: int, height: int
+) -> None:
+    """GDAL compresses the COG's tiles and computes its overviews on several threads (raster.GDAL_THREADS):
+    the file must be the same, byte for byte, as one written on a single thread."""
+    grid = make_grid(width, height)
+    values = np.random.default_rng(width + height).random((height, width), dtype=np.float32)
+    values[:, ::7] = np.nan
+    threaded, single = tmp_path / "threaded.tif", tmp_path / "single.tif"
+    write_blocks(threaded, grid, values)
+    monkeypatch.setattr(raster, "GDAL_THREADS", "1")
+    write_blocks(single, grid, values)
+    assert_valid_cog(threaded)
+    assert threaded.read_bytes() == single.read_bytes()
+
+
+def test_the_cog_is_deflate_at_the_writers_level(tmp_path: Path, multi_block_grid: Grid) -> None:
+    """The COG is DEFLATE (every reader decodes it) at raster.COMPRESSION_LEVEL: the same bytes as GDAL
+    writes at that ZLEVEL, smaller ones at level 9 (the level is really applied, not GDAL's default 6)."""
+    values = change_values(multi_block_grid)
+    path = tmp_path / "change.tif"
+    write_blocks(path, multi_block_grid, values)
+    with rasterio.open(path) as src:
+        assert src.compression.name == "deflate"
+    sizes = {}
+    for level in (raster.COMPRESSION_LEVEL, 9):
+        copy = tmp_path / f"level{level}.tif"
+        rio_copy(
+            path, copy, driver="GTiff", copy_src_overviews=True, tiled=True, blockxsize=512,
+            blockysize=512, interleave="pixel", compress="DEFLATE", zlevel=level, predictor=3,
+        )  # fmt: skip
+        sizes[level] = copy.stat().st_size
+    assert path.stat().st_size == sizes[raster.COMPRESSION_LEVEL] > sizes[9]
