@@ -80,6 +80,10 @@ noisy float32 on this 2-core machine while other work shared it (load 8–9): th
 5.3–5.4 s instead of 7.4–8.6 s, the overviews 1.6–3.3 s instead of 2.9–3.4 s, for the same CPU time.
 Each tile is compressed on its own, so the file's bytes do not depend on it."""
 
+VERIFY_BLOCKS = 4
+"""The read-back reads squares of VERIFY_BLOCKS² grid blocks at once (16 blocks: 16 MiB of float32), so
+GDAL decodes their tiles on its threads (GDAL_NUM_THREADS) while memory stays bounded for any grid."""
+
 STREAM_CODEC = {"compress": "ZSTD", "zstd_level": 1}
 """Codec of the intermediate GeoTIFF (only this writer reads it)."""
 STREAM_OVERVIEW_CONFIG = {"ZSTD_LEVEL_OVERVIEW": "1"}
@@ -124,6 +128,10 @@ RASTERIO_GDAL_LOGGER = "rasterio._env"
 """rasterio's error handler logs every GDAL error (CE_Failure) here at INFO as "GDAL signalled an error:
 …", whether or not rasterio raises it afterwards (rasterio 1.4, ``_env.pyx``); warnings at WARNING."""
 GDAL_ERROR_PREFIX = "GDAL signalled an error"
+RASTERIO_UNKNOWN_ERROR = "Unknown GDAL Error"
+"""rasterio raises ``SystemError("Unknown GDAL Error. …")`` when a GDAL call fails without an error in the
+calling thread's error state (``_err.pyx``): what a write that failed on one of GDAL's worker threads
+(GDAL_THREADS, e.g. on a full disk) gives."""
 
 
 class _GdalErrors(logging.Handler):
@@ -178,6 +186,8 @@ class _GdalStep:
         if self.logger.level != self.level:
             self.logger.setLevel(self.level)
         self.env.__exit__(exc_type, exc, tb)
+        if isinstance(exc, SystemError) and str(exc).startswith(RASTERIO_UNKNOWN_ERROR):
+            raise self.failure(str(exc)) from exc
         if isinstance(exc, rasterio.errors.RasterioError | CPLE_BaseError | OSError):
             # rasterio's GDAL exceptions carry GDAL's error class in ``errno``, not an OS errno.
             os_errno = None if isinstance(exc, rasterio.errors.RasterioError | CPLE_BaseError) else exc.errno
@@ -388,21 +398,27 @@ class CogWriter:
         problems = errors + [w for w in warnings if w not in unavoidable]
         if problems:
             raise OutputError(f"{self.path}: the COG written is not valid: " + "; ".join(problems))
-        step = self._step("verify the COG written (read every block back)")
+        # Read in bands of whole rows: GDAL decodes the tiles of one read on GDAL_THREADS threads.
+        threads = {"GDAL_NUM_THREADS": GDAL_THREADS}
+        step = self._step("verify the COG written (read every block back)", config=threads)
         with step, rasterio.open(cog) as src:
             if (src.width, src.height, src.count) != (self.grid.width, self.grid.height, self.count):
                 raise OutputError(f"{self.path}: the COG written has the wrong shape")
-            for window in self.grid.windows():
-                block = src.read(window=window)
-                key = (int(window.row_off) // BLOCK_SIZE, int(window.col_off) // BLOCK_SIZE)
-                if key in self._crcs and _crc(block) != self._crcs[key]:
-                    raise step.failure(f"block {window} read back differs from what was written")
+            for chunk in self.grid.windows(BLOCK_SIZE * VERIFY_BLOCKS):
+                data = src.read(window=chunk)
+                r0, c0 = int(chunk.row_off), int(chunk.col_off)
+                for w in Grid(self.grid.crs, self.grid.transform, chunk.width, chunk.height).windows():
+                    key = ((r0 + w.row_off) // BLOCK_SIZE, (c0 + w.col_off) // BLOCK_SIZE)
+                    if key in self._crcs and _crc(data[(slice(None), *w.toslices())]) != self._crcs[key]:
+                        window = Window(c0 + w.col_off, r0 + w.row_off, w.width, w.height)
+                        raise step.failure(f"block {window} read back differs from what was written")
             levels = len(src.overviews(1))
         for level in range(levels):
-            step = self._step(f"verify overview {level} of the COG written")
+            step = self._step(f"verify overview {level} of the COG written", config=threads)
             with step, rasterio.open(cog, overview_level=level) as ovr:
-                for _, window in ovr.block_windows(1):
-                    ovr.read(window=window)
+                level_grid = Grid(self.grid.crs, self.grid.transform, ovr.width, ovr.height)
+                for chunk in level_grid.windows(BLOCK_SIZE * VERIFY_BLOCKS):
+                    ovr.read(window=chunk)
 
     def _cleanup(self) -> None:
         if self._tmpdir is not None:

@@ -447,3 +447,27 @@ def test_the_cog_is_deflate_at_the_writers_level(tmp_path: Path, multi_block_gri
         )  # fmt: skip
         sizes[level] = copy.stat().st_size
     assert path.stat().st_size == sizes[raster.COMPRESSION_LEVEL] > sizes[9]
+
+
+WRONG_BLOCKS = [
+    ((0, 1), "col_off=512, row_off=0, width=512, height=512"),
+    ((4, 4), "col_off=2048, row_off=2048, width=52, height=52"),
+]
+
+
+@pytest.mark.parametrize(("key", "window"), WRONG_BLOCKS, ids=["first-chunk", "last-chunk"])
+def test_a_block_that_reads_back_different_fails_the_cog(
+    tmp_path: Path, key: tuple[int, int], window: str
+) -> None:
+    """The read-back compares the CRC of every full-resolution block with the one recorded when it was
+    written, in every chunk of the read (here the CRC recorded for one block is made wrong)."""
+    grid = make_grid(2100, 2100)  # the read-back reads 2048-px chunks: block (4, 4) is in the last one
+    values = np.random.default_rng(5).random((grid.height, grid.width), dtype=np.float32)
+    path = tmp_path / "change.tif"
+    expected = rf"block Window\({window}\) read back differs from what was written"
+    with pytest.raises(OutputError, match=expected), CogWriter(path, grid) as writer:
+        for w in grid.windows():
+            writer.write(w, values[w.toslices()])
+        writer._crcs[key] ^= 1
+    assert not path.exists()
+    assert list(tmp_path.iterdir()) == []
