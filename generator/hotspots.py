@@ -26,7 +26,8 @@ coordinate arrays. The holes of a piece lie inside its block, so no other piece 
 a component is the union of its pieces' outer rings with every hole put back as a hole. Only the outer
 rings go through shapely's overlay, which was what cost: on the benchmark mirror (benchmarks/bench_aef.py,
 5.2 Mpx, one changed area with ~120,000 one-pixel holes of noise below the threshold), ``union_all`` of
-the whole pieces took 12 s, and turning ``shapes``' GeoJSON into shapely polygons 2.6 s more.
+the whole pieces took 12 s, and turning ``shapes``' GeoJSON into shapely polygons 2.6 s more (wall
+times on the shared 2-core machine); now 0.2 s and 0.4 s (benchmarks/profile_product.py).
 """
 
 from __future__ import annotations
