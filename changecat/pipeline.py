@@ -15,6 +15,7 @@ import numpy as np
 import shapely
 from rasterio.features import geometry_mask
 from rasterio.windows import Window
+from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from catalog.agree import disagreement
