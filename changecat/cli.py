@@ -74,15 +74,19 @@ def _interrupted(exc: KeyboardInterrupt) -> NoReturn:
     sys.exit(code)
 
 
-def _run_config(config_path: Path, force: bool, adopt: bool = False, prune: bool = False) -> None:
+def _run_config(
+    config_path: Path, force: bool, adopt: bool = False, prune: bool = False, scheduler: str | None = None
+) -> None:
     try:
         with terminate_as_interrupt():
-            _run_config_inner(config_path, force, adopt, prune)
+            _run_config_inner(config_path, force, adopt, prune, scheduler)
     except KeyboardInterrupt as exc:
         _interrupted(exc)
 
 
-def _run_config_inner(config_path: Path, force: bool, adopt: bool, prune: bool) -> None:
+def _run_config_inner(
+    config_path: Path, force: bool, adopt: bool, prune: bool, scheduler: str | None = None
+) -> None:
     config = load_config(config_path, years_of=source_years)
     columns = (
         TextColumn("{task.description}"),
@@ -93,7 +97,9 @@ def _run_config_inner(config_path: Path, force: bool, adopt: bool, prune: bool) 
     )
     progress = Progress(*columns, console=console, transient=False)
     try:
-        outcomes = run(config, ProgressReporter(progress), force=force, adopt=adopt, prune=prune)
+        outcomes = run(
+            config, ProgressReporter(progress), force=force, adopt=adopt, prune=prune, scheduler=scheduler
+        )
     finally:
         if progress.live.is_started:
             progress.stop()
@@ -158,14 +164,36 @@ def cli() -> None:
     "(refused otherwise); its links and fields are kept.",
 )
 @click.option("--prune", "prune_", is_flag=True, help="Afterwards remove products CONFIG no longer asks for.")
-def run_cmd(config: Path, force: bool, adopt: bool, prune_: bool) -> None:
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    callback=lambda ctx, param, value: _check_scheduler(value),
+    help="Read and compute on a dask.distributed cluster: tcp://HOST:PORT of a running dask scheduler "
+    "(e.g. from dask-jobqueue or dask-kubernetes), or local:N for a LocalCluster of N worker processes "
+    "here. Workers need changecat installed, access to the source and its credentials; this process "
+    "writes the COGs and the catalog. Without it, threads of this process.",
+)
+def run_cmd(config: Path, force: bool, adopt: bool, prune_: bool, scheduler: str | None) -> None:
     """Make every product CONFIG asks for and update its catalog.
 
     CONFIG is a regions YAML file (catalog, source, pairs, methods, regions; see README). Products that
     are already in the catalog with the same inputs, and whose files agree with their items, are skipped.
     Several runs may write one catalog at once. Exit 1 if any job failed, 130 on Ctrl-C, 143 on SIGTERM.
     """
-    _run_config(config, force, adopt, prune_)
+    _run_config(config, force, adopt, prune_, scheduler)
+
+
+def _check_scheduler(value: str | None) -> str | None:
+    """A bad --scheduler is a usage error before anything is read (see generator.cluster for the forms)."""
+    if value is None:
+        return None
+    from generator.cluster import parse_scheduler
+
+    try:
+        parse_scheduler(value)
+    except ChangecatError as exc:
+        raise click.BadParameter(str(exc).split(": ", 1)[-1]) from None
+    return value
 
 
 @cli.command("prune")

@@ -1,0 +1,145 @@
+"""Earth Engine tiles downloaded by the workers of a dask cluster.
+
+Each tile is one task: the worker initializes its own earthengine-api client (once per run and worker)
+with the run's endpoint, project and credentials, rebuilds the expression from its serialized form and
+downloads the tile with the same ``TileDownloader.fetch`` as a local run (retries, splits). The run's
+``max_concurrency`` is held across all workers together by a ``distributed.Semaphore`` with that many
+leases, taken around each tile ("A semaphore ... can be used to limit access to a resource, e.g. an
+external database, across the whole cluster", distributed's docs, Synchronization/Semaphore). The
+request counts of each tile come back with its values and are added to the source's statistics in the
+writing process when the tile is consumed, so each product counts its own requests as in a local run.
+
+Credentials travel inside ``cluster.Secret`` (pickled to the worker, never shown by a repr, so dask's
+log of a failed task's arguments does not contain them).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+import ee
+import numpy as np
+from rasterio.windows import Window
+
+from generator.cluster import Secret, worker_address
+from generator.errors import ChangecatError, SourceError
+from generator.grid import Grid
+from generator.sources.ee_tiles import DownloadStats, TileDownloader
+from generator.urls import public_href
+
+if TYPE_CHECKING:
+    from generator.sources.earthengine import EarthEngineSource
+
+COUNTED = ("requests", "failed_requests", "retries", "splits", "bytes")
+"""DownloadStats counters a tile task reports back (besides the sizes of its requests)."""
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker needs to talk to Earth Engine as the run does; ``key`` names one run's source."""
+
+    key: str
+    project: str
+    collection: str
+    url: str
+    max_concurrency: int
+    tile_size: int
+    min_tile_size: int
+    client_retries: int
+    retry_attempts: int
+    backoff_s: float
+    s2_max_cloudy_percent: float | None
+    deadline_s: float
+    credentials: Secret
+    semaphore: Any  # distributed.Semaphore with max_concurrency leases, shared by all workers
+
+
+def worker_spec(source: EarthEngineSource) -> WorkerSpec:
+    """The spec of a source for its run on a cluster (one semaphore per source, made once)."""
+    from distributed import Semaphore
+
+    key = f"changecat-ee-{uuid.uuid4().hex}"
+    return WorkerSpec(
+        key=key,
+        project=source.project,
+        collection=source.collection,
+        url=source.url,
+        max_concurrency=source.max_concurrency,
+        tile_size=source.tile_size,
+        min_tile_size=source.min_tile_size,
+        client_retries=source.client_retries,
+        retry_attempts=source.retry_attempts,
+        backoff_s=source.backoff_s,
+        s2_max_cloudy_percent=source.s2_max_cloudy_percent,
+        deadline_s=source.deadline_s,
+        credentials=Secret(source._credentials),
+        semaphore=Semaphore(max_leases=source.max_concurrency, name=key),
+    )
+
+
+_sources: dict[str, EarthEngineSource] = {}
+_lock = threading.Lock()
+
+
+def worker_ee(spec: WorkerSpec) -> EarthEngineSource:
+    """This worker's source for the run ``spec`` names, opened once; a failure names worker and endpoint."""
+    from generator.sources.earthengine import EarthEngineSource
+
+    with _lock:
+        if spec.key not in _sources:
+            try:
+                _sources[spec.key] = EarthEngineSource(
+                    spec.project,
+                    spec.collection,
+                    spec.url,
+                    spec.max_concurrency,
+                    credentials=spec.credentials.value,
+                    tile_size=spec.tile_size,
+                    min_tile_size=spec.min_tile_size,
+                    client_retries=spec.client_retries,
+                    retry_attempts=spec.retry_attempts,
+                    backoff_s=spec.backoff_s,
+                    s2_max_cloudy_percent=spec.s2_max_cloudy_percent,
+                    deadline_s=spec.deadline_s,
+                )
+            except ChangecatError as exc:
+                raise type(exc)(
+                    f"worker {worker_address()} cannot reach Earth Engine at {public_href(spec.url)}: {exc}"
+                ) from None
+        return _sources[spec.key]
+
+
+def check_worker(spec: WorkerSpec) -> None:
+    """Run on every worker before a cluster run: the worker's client initializes against the endpoint."""
+    worker_ee(spec)
+
+
+def tile_task(
+    spec: WorkerSpec, expression: str, grid: Grid, bands: tuple[str, ...], dtype: str, window: Window
+) -> tuple[Window, np.ndarray, dict[str, Any]]:
+    """One tile of a serialized expression: (window, values, the request counts it took)."""
+    source = worker_ee(spec)
+    stats = DownloadStats()
+    with spec.semaphore:
+        source._activate()
+        downloader = TileDownloader(
+            ee.deserializer.fromJSON(expression),
+            grid,
+            stats,
+            1,
+            min_tile_size=spec.min_tile_size,
+            retry_attempts=spec.retry_attempts,
+            backoff_s=spec.backoff_s,
+            bands=bands,
+            dtype=dtype,
+        )
+        try:
+            values = downloader.fetch(window)
+        except SourceError as exc:
+            raise type(exc)(f"worker {worker_address()}: {exc}") from None
+    counts: dict[str, Any] = {f.name: getattr(stats, f.name) for f in fields(stats) if f.name in COUNTED}
+    counts["request_sizes"] = list(stats.request_sizes)
+    return window, values, counts
