@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from generator.errors import ConfigError, SourceError
+from generator.errors import ChangecatError, ConfigError, SourceError
 
 T = TypeVar("T")
 
@@ -219,10 +219,17 @@ class DaskExecutor(Executor):
 
 
 def _gather(future: Any) -> Any:
+    """A task's result; a failure that is not one of ours (a worker killed too often, an exception the
+    client could not unpickle, a lost scheduler) becomes a SourceError, so it fails the job, not the run."""
     try:
         return future.result()
+    except (ChangecatError, OSError):
+        raise
+    except Exception as exc:
+        error = SourceError(f"a task failed on the dask cluster: {type(exc).__name__}: {exc}")
     finally:
         future.release()
+    raise error
 
 
 def _accepts_n_workers(client: Any) -> bool:

@@ -170,8 +170,12 @@ def test_earthengine_concurrency_is_held_across_workers(
     tmp_path: Path, standin: StandinServer, scheduler: str
 ) -> None:
     """max_concurrency 1 with 2 workers: never two computePixels at once (a distributed semaphore)."""
-    config = load_config(write_config(tmp_path, {"kind": "earthengine", "project": "p", "url": standin.url}))
-    source = EarthEngineSource("p", url=standin.url, max_concurrency=1, tile_size=256, min_tile_size=128)
+    config = load_config(
+        write_config(tmp_path, {"kind": "earthengine", "project": "test-project", "url": standin.url})
+    )
+    source = EarthEngineSource(
+        "test-project", url=standin.url, max_concurrency=1, tile_size=256, min_tile_size=128
+    )
     executor = attach(source, scheduler, lambda message: None)
     try:
         job = plan_jobs(config, source)[0]  # town: 820×670 px, 12 tiles of 256 px

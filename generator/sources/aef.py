@@ -321,10 +321,14 @@ def worker_source(root: str) -> AefSource:
             try:
                 _worker_sources[root] = AefSource(root)
             except ChangecatError as exc:
-                raise SourceError(
+                error = SourceError(
                     f"worker {worker_address()} cannot open the AEF source {public_href(root)}: {exc}"
-                ) from None
-        return _worker_sources[root]
+                )
+            else:
+                return _worker_sources[root]
+        else:
+            return _worker_sources[root]
+    raise error  # outside the except block: no chained error that the client could not unpickle
 
 
 def check_worker(root: str) -> None:
@@ -340,4 +344,5 @@ def unit_task(
     try:
         return compute_unit(source, source._job_reader(), grid, from_year, to_year, method, unit)
     except SourceError as exc:
-        raise type(exc)(f"worker {worker_address()}: {exc}") from None
+        error = type(exc)(f"worker {worker_address()}: {exc}")
+    raise error  # outside the except block: no chained GDAL error that the client could not unpickle

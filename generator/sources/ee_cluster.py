@@ -106,10 +106,14 @@ def worker_ee(spec: WorkerSpec) -> EarthEngineSource:
                     deadline_s=spec.deadline_s,
                 )
             except ChangecatError as exc:
-                raise type(exc)(
+                error = type(exc)(
                     f"worker {worker_address()} cannot reach Earth Engine at {public_href(spec.url)}: {exc}"
-                ) from None
-        return _sources[spec.key]
+                )
+            else:
+                return _sources[spec.key]
+        else:
+            return _sources[spec.key]
+    raise error  # outside the except block: no chained error that the client could not unpickle
 
 
 def check_worker(spec: WorkerSpec) -> None:
@@ -136,10 +140,13 @@ def tile_task(
             bands=bands,
             dtype=dtype,
         )
+        error = None
         try:
             values = downloader.fetch(window)
         except SourceError as exc:
-            raise type(exc)(f"worker {worker_address()}: {exc}") from None
+            error = type(exc)(f"worker {worker_address()}: {exc}")
+    if error is not None:
+        raise error  # outside the except block: no chained client error that could not be unpickled
     counts: dict[str, Any] = {f.name: getattr(stats, f.name) for f in fields(stats) if f.name in COUNTED}
     counts["request_sizes"] = list(stats.request_sizes)
     return window, values, counts
