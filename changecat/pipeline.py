@@ -134,7 +134,7 @@ def run(
         with RunSession(store.root, note, active=active):
             outcomes = []
             for i, plan in enumerate(plans):
-                prefetch_next(source, plans[i + 1 :], lambda job: job_windows(job, source))
+                prefetch_next(source, plans[i:], lambda job: job_windows(job, source))
                 outcome = _run_one(plan, source, store, reporter, context)
                 reporter.job_finished(outcome)
                 outcomes.append(outcome)

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from rasterio.windows import Window
 
-from generator.cluster import DaskExecutor, Executor
+from generator.cluster import LOOKAHEAD_STREAMS, DaskExecutor, Executor
 from generator.errors import SourceError
 from generator.plan import Job
 from generator.sources.base import Source
@@ -75,13 +75,13 @@ def check_workers(executor: DaskExecutor, source: Source) -> None:
 
 
 def prefetch_next(
-    source: Source, later: Sequence[_Planned], windows_of: Callable[[Job], list[Window]]
+    source: Source, upcoming: Sequence[_Planned], windows_of: Callable[[Job], list[Window]]
 ) -> None:
-    """Start the next job that will be made (the first of ``later`` that is not up to date) on the cluster."""
+    """Make sure the next ``LOOKAHEAD_STREAMS`` jobs that will be made (of ``upcoming``, the current one
+    first) have their units submitted, in that order: the current job's units go first on the workers
+    (streams made earlier have the higher priority), the next one's fill the workers it leaves idle."""
     if source.executor is None or not source.executor.remote:
         return
-    for plan in later:
-        if plan.reason is not None:
-            job = plan.job
-            source.prefetch(job.grid, job.from_year, job.to_year, job.method, windows_of(job))
-            return
+    todo = [plan.job for plan in upcoming if plan.reason is not None][:LOOKAHEAD_STREAMS]
+    for job in todo:
+        source.prefetch(job.grid, job.from_year, job.to_year, job.method, windows_of(job))
