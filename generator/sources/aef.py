@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -49,6 +50,10 @@ NODATA = -128
 READ_THREADS = max(2, min(4, os.cpu_count() or 1))
 """Units read and computed at once; each holds about 140 MB at most (two 1024² × 64 int8 stacks + the
 float64 cosine), so the job stays well under 1 GiB; at least 2 so reading overlaps computing."""
+UnitExtra = Callable[[Window, np.ndarray, np.ndarray], Any]
+"""Something more a unit takes from its cell's two int8 stacks (cell, from-year stack, to-year stack)."""
+UnitResult = tuple[list[Block], Any]
+"""A unit's change blocks, and what its ``UnitExtra`` returned (None without one)."""
 WARP_TOLERANCE_PX = 1e-9
 """Error allowed when GDAL approximates the reprojection: GDAL's default (0.125 px) makes nearest
 resampling pick a neighbouring pixel now and then. (0 is refused by rasterio; this is exact enough.)"""
@@ -119,7 +124,7 @@ class AefSource(Source):
         if stream is None:
             stream = self._stream(grid, from_year, to_year, method, windows)
         try:
-            for blocks in stream:
+            for blocks, _extra in stream:
                 yield from blocks
         finally:
             stream.cancel()
@@ -140,15 +145,22 @@ class AefSource(Source):
         return partial(check_worker, self._worker_root())
 
     def _stream(
-        self, grid: Grid, from_year: int, to_year: int, method: str, windows: list[Window]
-    ) -> TaskStream[list[Block]]:
-        """The job's units submitted to the executor (this process's threads by default), in order."""
+        self,
+        grid: Grid,
+        from_year: int,
+        to_year: int,
+        method: str,
+        windows: list[Window],
+        extra: UnitExtra | None = None,
+    ) -> TaskStream[UnitResult]:
+        """The job's units submitted to the executor (this process's threads by default), in order;
+        ``extra`` (picklable) is applied to each unit's stacks (see ``compute_unit``)."""
         units = group_units(self._lattice(grid), windows)
         if self.executor is not None and self.executor.remote:
-            task = partial(unit_task, self._worker_root(), grid, from_year, to_year, method)
+            task = partial(unit_task, self._worker_root(), grid, from_year, to_year, method, extra)
             return self.executor.map(task, units)
         reader = self._job_reader()
-        task = partial(compute_unit, self, reader, grid, from_year, to_year, method)
+        task = partial(compute_unit, self, reader, grid, from_year, to_year, method, extra)
         return ThreadExecutor(READ_THREADS).map(task, units, ahead=READ_THREADS + 1)
 
     def _worker_root(self) -> str:
@@ -293,20 +305,24 @@ def compute_unit(
     from_year: int,
     to_year: int,
     method: str,
+    extra: UnitExtra | None,
     unit: tuple[Window, list[Window]],
-) -> list[Block]:
-    """One unit of a job: both years' int8 stacks of its cell read, compared, cut into the writer's windows.
-    Pure in its inputs (a rerun gives the same blocks), so a cluster may run it twice."""
+) -> UnitResult:
+    """One unit of a job: both years' int8 stacks of its cell read, compared, cut into the writer's windows;
+    with ``extra``, also what it takes from the stacks (small: e.g. samples for a preview). Pure in its
+    inputs (a rerun gives the same result), so a cluster may run it twice."""
     cell, members = unit
     a = source._mosaic(reader, grid, cell, from_year)
     b = source._mosaic(reader, grid, cell, to_year)
     values = _from_dot(method)(unit_dot_int8(a, b)).astype(np.float32, copy=False)
+    more = extra(cell, a, b) if extra is not None else None
     del a, b
     r0, c0 = int(cell.row_off), int(cell.col_off)
-    return [
+    blocks = [
         (w, values[w.row_off - r0 : w.row_off - r0 + w.height, w.col_off - c0 : w.col_off - c0 + w.width])
         for w in members
     ]
+    return blocks, more
 
 
 _worker_sources: dict[str, AefSource] = {}
@@ -337,12 +353,18 @@ def check_worker(root: str) -> None:
 
 
 def unit_task(
-    root: str, grid: Grid, from_year: int, to_year: int, method: str, unit: tuple[Window, list[Window]]
-) -> list[Block]:
+    root: str,
+    grid: Grid,
+    from_year: int,
+    to_year: int,
+    method: str,
+    extra: UnitExtra | None,
+    unit: tuple[Window, list[Window]],
+) -> UnitResult:
     """``compute_unit`` as a dask task: the worker reads the source itself, from ``root``."""
     source = worker_source(root)
     try:
-        return compute_unit(source, source._job_reader(), grid, from_year, to_year, method, unit)
+        return compute_unit(source, source._job_reader(), grid, from_year, to_year, method, extra, unit)
     except SourceError as exc:
         error = type(exc)(f"worker {worker_address()}: {exc}")
     raise error  # outside the except block: no chained GDAL error that the client could not unpickle
