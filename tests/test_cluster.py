@@ -12,7 +12,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 from catalog.validate import validate_catalog
-from changecat.pipeline import SilentReporter, make_product, plan_jobs, run
+from changecat.pipeline import JobOutcome, SilentReporter, make_product, plan_jobs, run
 from changecat.run_executor import attach
 from generator import cluster
 from generator.cluster import DaskExecutor, Secret, parse_scheduler
@@ -53,14 +53,23 @@ def test_folder_source_on_the_cluster_equals_the_local_run(
 ) -> None:
     config = write_config(tmp_path, {"kind": "aef", "root": str(mirror)})
     notes: list[str] = []
+    tasks_when_written: list[int] = []
 
-    class Notes(SilentReporter):
+    class Watch(SilentReporter):
         def note(self, message: str) -> None:
             notes.append(message)
 
-    outcomes = run(load_config(config), Notes(), scheduler=scheduler)
+        def job_finished(self, outcome: JobOutcome) -> None:
+            # The job is written and committed: the next job's units should already be on the cluster.
+            with Client(scheduler) as other:
+                tasks_when_written.append(
+                    other.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+                )
+
+    outcomes = run(load_config(config), Watch(), scheduler=scheduler)
     assert [o.status for o in outcomes] == ["done"] * 4, [o.error for o in outcomes]
     assert any("2 worker(s)" in n and scheduler in n for n in notes), notes
+    assert all(n > 0 for n in tasks_when_written[:-1]), tasks_when_written  # jobs overlap
     assert assert_same_products(reference, tmp_path / "catalog") == 4
     assert validate_catalog(tmp_path / "catalog", stac_schemas) == []
 
