@@ -280,29 +280,12 @@ class EarthEngineSource(Source):
             self._spec = ee_cluster.worker_spec(self)
         return self._spec
 
-    def _submit(
-        self,
-        image: ee.Image,
-        grid: Grid,
-        windows: list[Window],
-        bands: tuple[str, ...] = (ee_tiles.BAND,),
-        dtype: str = "float32",
-    ) -> TaskStream:
-        """The tiles as tasks on the cluster, at most max_concurrency + its threads outstanding."""
+    def _submit(self, image: ee.Image, grid: Grid, windows: list[Window], **kw: Any) -> TaskStream:
         assert self.executor is not None
-        task = partial(ee_cluster.tile_task, self._worker_spec(), image.serialize(), grid, bands, dtype)
-        with self.stats.lock:
-            self.stats.tiles_total += len(windows)
-        return self.executor.map(task, windows, ahead=self.max_concurrency + self.executor.threads())
+        return ee_cluster.submit(self.executor, self._worker_spec(), self.stats, image, grid, windows, **kw)
 
     def _consume(self, stream: TaskStream) -> Iterator[Block]:
-        """Tiles as they are consumed, their request counts added to this source's statistics."""
-        try:
-            for window, values, counts in stream:
-                self.stats.add(tiles_done=1, **counts)
-                yield window, values
-        finally:
-            stream.cancel()
+        return ee_cluster.consume(self.stats, stream)
 
     def context_windows(self, grid: Grid) -> list[Window]:
         """Tiles for the 3-band uint16 context requests: the configured tile size, within their limit."""

@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import ee
 import numpy as np
 from rasterio.windows import Window
 
-from generator.cluster import Secret, worker_address
+from generator.cluster import Executor, Secret, TaskStream, worker_address
 from generator.errors import ChangecatError, SourceError
 from generator.grid import Grid
-from generator.sources.ee_tiles import DownloadStats, TileDownloader
+from generator.sources.ee_tiles import BAND, DownloadStats, TileDownloader
 from generator.urls import public_href
 
 if TYPE_CHECKING:
@@ -119,6 +121,34 @@ def worker_ee(spec: WorkerSpec) -> EarthEngineSource:
 def check_worker(spec: WorkerSpec) -> None:
     """Run on every worker before a cluster run: the worker's client initializes against the endpoint."""
     worker_ee(spec)
+
+
+def submit(
+    executor: Executor,
+    spec: WorkerSpec,
+    stats: DownloadStats,
+    image: ee.Image,
+    grid: Grid,
+    windows: list[Window],
+    bands: tuple[str, ...] = (BAND,),
+    dtype: str = "float32",
+) -> TaskStream:
+    """The tiles as tasks on the cluster, in order, at most max_concurrency + the cluster's threads
+    outstanding (each holds one tile's values on its worker until consumed)."""
+    task = partial(tile_task, spec, image.serialize(), grid, bands, dtype)
+    with stats.lock:
+        stats.tiles_total += len(windows)
+    return executor.map(task, windows, ahead=spec.max_concurrency + executor.threads())
+
+
+def consume(stats: DownloadStats, stream: TaskStream) -> Iterator[tuple[Window, np.ndarray]]:
+    """Tiles as they are consumed, their request counts added to the source's statistics."""
+    try:
+        for window, values, counts in stream:
+            stats.add(tiles_done=1, **counts)
+            yield window, values
+    finally:
+        stream.cancel()
 
 
 def tile_task(
