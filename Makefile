@@ -32,6 +32,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_aef.py
+	$(BIN)/python benchmarks/bench_cluster.py
 
 clean:
 	rm -rf build .pytest_cache

@@ -74,15 +74,19 @@ def _interrupted(exc: KeyboardInterrupt) -> NoReturn:
     sys.exit(code)
 
 
-def _run_config(config_path: Path, force: bool, adopt: bool = False, prune: bool = False) -> None:
+def _run_config(
+    config_path: Path, force: bool, adopt: bool = False, prune: bool = False, scheduler: str | None = None
+) -> None:
     try:
         with terminate_as_interrupt():
-            _run_config_inner(config_path, force, adopt, prune)
+            _run_config_inner(config_path, force, adopt, prune, scheduler)
     except KeyboardInterrupt as exc:
         _interrupted(exc)
 
 
-def _run_config_inner(config_path: Path, force: bool, adopt: bool, prune: bool) -> None:
+def _run_config_inner(
+    config_path: Path, force: bool, adopt: bool, prune: bool, scheduler: str | None = None
+) -> None:
     config = load_config(config_path, years_of=source_years)
     columns = (
         TextColumn("{task.description}"),
@@ -93,7 +97,9 @@ def _run_config_inner(config_path: Path, force: bool, adopt: bool, prune: bool) 
     )
     progress = Progress(*columns, console=console, transient=False)
     try:
-        outcomes = run(config, ProgressReporter(progress), force=force, adopt=adopt, prune=prune)
+        outcomes = run(
+            config, ProgressReporter(progress), force=force, adopt=adopt, prune=prune, scheduler=scheduler
+        )
     finally:
         if progress.live.is_started:
             progress.stop()
@@ -165,7 +171,18 @@ def cli() -> None:
     "read; nothing is written.",
 )
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as JSON.")
-def run_cmd(config: Path, force: bool, adopt: bool, prune_: bool, dry_run: bool, as_json: bool) -> None:
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    callback=lambda ctx, param, value: _check_scheduler(value),
+    help="Read and compute on a dask.distributed cluster: tcp://HOST:PORT of a running dask scheduler "
+    "(e.g. from dask-jobqueue or dask-kubernetes), or local:N for a LocalCluster of N worker processes "
+    "here. Workers need changecat installed, access to the source and its credentials; this process "
+    "writes the COGs and the catalog. Without it, threads of this process.",
+)
+def run_cmd(
+    config: Path, force: bool, adopt: bool, prune_: bool, dry_run: bool, as_json: bool, scheduler: str | None
+) -> None:
     """Make every product CONFIG asks for and update its catalog.
 
     CONFIG is a regions YAML file (catalog, source, pairs, methods, regions; see README). Products that
@@ -180,7 +197,20 @@ def run_cmd(config: Path, force: bool, adopt: bool, prune_: bool, dry_run: bool,
         return
     if as_json:
         raise click.UsageError("--json goes with --dry-run (or use `changecat plan --json`)")
-    _run_config(config, force, adopt, prune_)
+    _run_config(config, force, adopt, prune_, scheduler)
+
+
+def _check_scheduler(value: str | None) -> str | None:
+    """A bad --scheduler is a usage error before anything is read (see generator.cluster for the forms)."""
+    if value is None:
+        return None
+    from generator.cluster import parse_scheduler
+
+    try:
+        parse_scheduler(value)
+    except ChangecatError as exc:
+        raise click.BadParameter(str(exc).split(": ", 1)[-1]) from None
+    return value
 
 
 def _print_plan(config_path: Path, force: bool, adopt: bool, as_json: bool) -> None:

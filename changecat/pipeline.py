@@ -29,8 +29,9 @@ from catalog.prune import prune_candidates, remove_products
 from catalog.store import CatalogStore
 from catalog.testhook import hold
 from changecat import __version__
-from changecat.cost import coverage_warning, estimate_requests, pair_coverage
+from changecat.cost import coverage_warning, estimate_requests, job_windows, pair_coverage
 from changecat.cost import windows_inside as _inside
+from changecat.run_executor import attach, prefetch_next
 from generator.config import Config, SourceConfig
 from generator.errors import ChangecatError, ConfigError, NoDataError, OutputError
 from generator.grid import Grid, to_crs
@@ -95,12 +96,14 @@ def run(
     force: bool = False,
     adopt: bool = False,
     prune: bool = False,
+    scheduler: str | None = None,
 ) -> list[JobOutcome]:
     """Make every product the config asks for; failed jobs are reported, not raised.
 
     Finished products whose inputs have not changed and whose files agree with their items are skipped
     unless ``force``. Each product is committed as soon as it is made, so an interrupted run keeps what it
-    finished. With ``prune``, products the config no longer asks for are removed afterwards.
+    finished. With ``prune``, products the config no longer asks for are removed afterwards. With
+    ``scheduler`` (see ``generator.cluster.parse_scheduler``) the units run on a dask cluster.
     """
     reporter = reporter or SilentReporter()
     note = _note_of(reporter)
@@ -110,7 +113,9 @@ def run(
     )
     store.check_owner()  # before anything is read or computed: a foreign catalog is refused untouched
     source = open_source(config.source)
+    executor = None
     try:
+        executor = attach(source, scheduler, note)
         jobs = plan_jobs(config, source)
         context: ContextCache | None = {} if getattr(config.source, "s2_context", False) else None
         identity = _source_identity(source) + (":s2-context" if context is not None else "")
@@ -141,7 +146,8 @@ def run(
         reporter.run_started([*jobs, *(t.job for t in timelines)])  # type: ignore[list-item]
         with RunSession(store.root, note, active=active):
             outcomes = []
-            for plan in plans:
+            for i, plan in enumerate(plans):
+                prefetch_next(source, plans[i:], lambda job: job_windows(job, source))
                 outcome = _run_one(plan, source, store, reporter, context)
                 reporter.job_finished(outcome)
                 outcomes.append(outcome)
@@ -160,6 +166,8 @@ def run(
         return outcomes
     finally:
         source.close()
+        if executor is not None:
+            executor.close()
 
 
 def prune(config: Config, dry_run: bool = False, note: Callable[[str], None] | None = None) -> list[Path]:
@@ -350,7 +358,7 @@ def make_product(
     method = METHODS[job.method]
     grid = job.grid
     region = to_crs(job.region.geometry, "EPSG:4326", grid.crs)
-    windows = _inside(source.windows(grid), region, grid)
+    windows = job_windows(job, source)
     stats = StatsAccumulator(method.value_range, grid.pixel_area_m2, grid.width * grid.height)
     hotspot_params = job.hotspots or HotspotParams(DEFAULT_THRESHOLDS[job.method])
     hotspots = HotspotAccumulator(grid, hotspot_params)

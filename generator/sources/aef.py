@@ -10,10 +10,11 @@ compared in one fused pass (``generator.kernel``) and the unit is cut into the w
 from __future__ import annotations
 
 import os
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
+import threading
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -24,7 +25,8 @@ from rasterio.windows import Window
 from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 
-from generator.errors import ConfigError, SourceError
+from generator.cluster import Lookahead, TaskStream, ThreadExecutor, worker_address
+from generator.errors import ChangecatError, ConfigError, SourceError
 from generator.grid import Grid, to_crs
 from generator.kernel import unit_dot_int8
 from generator.methods import EMBEDDING_METHODS, METHODS
@@ -38,7 +40,7 @@ from generator.sources.aef_blocks import (
 )
 from generator.sources.aef_cost import BlockKey, BlockTally, aligned_file_window, warped_file_window
 from generator.sources.aef_index import INDEX_NAME, IndexRow, load_index
-from generator.sources.aef_read import DaemonPool, FileFacts, Reader, interruptible
+from generator.sources.aef_read import FileFacts, Reader, interruptible
 from generator.sources.base import AEF_DATASET, Block, Cost, Source, SourceInfo
 from generator.sources.identity import file_identity
 from generator.sources.remote import gdal_options, join, scheme_of
@@ -49,6 +51,10 @@ NODATA = -128
 READ_THREADS = max(2, min(4, os.cpu_count() or 1))
 """Units read and computed at once; each holds about 140 MB at most (two 1024² × 64 int8 stacks + the
 float64 cosine), so the job stays well under 1 GiB; at least 2 so reading overlaps computing."""
+UnitExtra = Callable[[Window, np.ndarray, np.ndarray], Any]
+"""Something more a unit takes from its cell's two int8 stacks (cell, from-year stack, to-year stack)."""
+UnitResult = tuple[list[Block], Any]
+"""A unit's change blocks, and what its ``UnitExtra`` returned (None without one)."""
 WARP_TOLERANCE_PX = 1e-9
 """Error allowed when GDAL approximates the reprojection: GDAL's default (0.125 px) makes nearest
 resampling pick a neighbouring pixel now and then. (0 is refused by rasterio; this is exact enough.)"""
@@ -76,6 +82,7 @@ class AefSource(Source):
         self._gdal_options = {**gdal_options(), **index.gdal_options}
         self._reader: Reader | None = None
         self._lattices: dict[Grid, Lattice] = {}
+        self._lookahead = Lookahead()
 
     @property
     def info(self) -> SourceInfo:
@@ -112,36 +119,54 @@ class AefSource(Source):
     def compute(
         self, grid: Grid, from_year: int, to_year: int, method: str, windows: list[Window]
     ) -> Iterator[Block]:
-        from_dot = METHODS[method].from_dot if method in METHODS else None
-        if from_dot is None:
-            raise ConfigError(f"method '{method}': the aef source computes {', '.join(EMBEDDING_METHODS)}")
-        units = group_units(self._lattice(grid), windows)
-        reader = self._job_reader()
-
-        def one(unit: tuple[Window, list[Window]]) -> list[Block]:
-            cell, members = unit
-            a = self._mosaic(reader, grid, cell, from_year)
-            b = self._mosaic(reader, grid, cell, to_year)
-            values = from_dot(unit_dot_int8(a, b)).astype(np.float32, copy=False)
-            del a, b
-            r0, c0 = int(cell.row_off), int(cell.col_off)
-            return [
-                (
-                    w,
-                    values[
-                        w.row_off - r0 : w.row_off - r0 + w.height, w.col_off - c0 : w.col_off - c0 + w.width
-                    ],
-                )
-                for w in members
-            ]
-
-        pool = DaemonPool(READ_THREADS)
+        _from_dot(method)
+        key = (grid, from_year, to_year, method, tuple(windows))
+        stream = self._lookahead.take(key)
+        if stream is None:
+            stream = self._stream(grid, from_year, to_year, method, windows)
         try:
-            for blocks in _bounded_map(pool, one, units, ahead=READ_THREADS + 1):
+            for blocks, _extra in stream:
                 yield from blocks
         finally:
-            pool.shutdown()
-            self.close()  # datasets live for the job: the next job opens what it needs
+            stream.cancel()
+            self._close_reader()  # datasets live for the job: the next job opens what it needs
+
+    def prefetch(self, grid: Grid, from_year: int, to_year: int, method: str, windows: list[Window]) -> None:
+        """On a cluster, submit a later job's first units now (they run when the current job's leave
+        workers idle); the job's ``compute`` takes them up. Nothing without a cluster or without data."""
+        key = (grid, from_year, to_year, method, tuple(windows))
+        remote = self.executor is not None and self.executor.remote
+        if not remote or key in self._lookahead or method not in METHODS:
+            return
+        area = to_crs(box(*grid.bounds), grid.crs, "EPSG:4326")
+        if all(self._candidates(area, y) for y in (from_year, to_year)):
+            self._lookahead.put(key, self._stream(grid, from_year, to_year, method, windows))
+
+    def worker_check(self) -> Callable[[], None]:
+        return partial(check_worker, self._worker_root())
+
+    def _stream(
+        self,
+        grid: Grid,
+        from_year: int,
+        to_year: int,
+        method: str,
+        windows: list[Window],
+        extra: UnitExtra | None = None,
+    ) -> TaskStream[UnitResult]:
+        """The job's units submitted to the executor (this process's threads by default), in order;
+        ``extra`` (picklable) is applied to each unit's stacks (see ``compute_unit``)."""
+        units = group_units(self._lattice(grid), windows)
+        if self.executor is not None and self.executor.remote:
+            task = partial(unit_task, self._worker_root(), grid, from_year, to_year, method, extra)
+            return self.executor.map(task, units)
+        reader = self._job_reader()
+        task = partial(compute_unit, self, reader, grid, from_year, to_year, method, extra)
+        return ThreadExecutor(READ_THREADS).map(task, units, ahead=READ_THREADS + 1)
+
+    def _worker_root(self) -> str:
+        """The root as workers open it: URLs as they are, folders absolute (a worker's cwd differs)."""
+        return self._root if scheme_of(self._root) else str(Path(self._root).resolve())
 
     def coverage(self, geometry_wgs84: BaseGeometry, year: int) -> BaseGeometry:
         """The part of the geometry inside the index footprints of the year's files."""
@@ -198,6 +223,10 @@ class AefSource(Source):
                 break
 
     def close(self) -> None:
+        self._lookahead.clear()
+        self._close_reader()
+
+    def _close_reader(self) -> None:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -317,16 +346,80 @@ def _read_aligned(
     return out
 
 
-def _bounded_map(pool: DaemonPool, fn: Callable, items: Iterable, ahead: int) -> Iterator:
-    """``pool.map`` in order with at most ``ahead`` results pending, so memory stays bounded."""
-    pending: deque[Future] = deque()
+def _from_dot(method: str) -> Callable[[np.ndarray], np.ndarray]:
+    from_dot = METHODS[method].from_dot if method in METHODS else None
+    if from_dot is None:
+        raise ConfigError(f"method '{method}': the aef source computes {', '.join(EMBEDDING_METHODS)}")
+    return from_dot
+
+
+def compute_unit(
+    source: AefSource,
+    reader: Reader,
+    grid: Grid,
+    from_year: int,
+    to_year: int,
+    method: str,
+    extra: UnitExtra | None,
+    unit: tuple[Window, list[Window]],
+) -> UnitResult:
+    """One unit of a job: both years' int8 stacks of its cell read, compared, cut into the writer's windows;
+    with ``extra``, also what it takes from the stacks (small: e.g. samples for a preview). Pure in its
+    inputs (a rerun gives the same result), so a cluster may run it twice."""
+    cell, members = unit
+    a = source._mosaic(reader, grid, cell, from_year)
+    b = source._mosaic(reader, grid, cell, to_year)
+    values = _from_dot(method)(unit_dot_int8(a, b)).astype(np.float32, copy=False)
+    more = extra(cell, a, b) if extra is not None else None
+    del a, b
+    r0, c0 = int(cell.row_off), int(cell.col_off)
+    blocks = [
+        (w, values[w.row_off - r0 : w.row_off - r0 + w.height, w.col_off - c0 : w.col_off - c0 + w.width])
+        for w in members
+    ]
+    return blocks, more
+
+
+_worker_sources: dict[str, AefSource] = {}
+_worker_lock = threading.Lock()
+
+
+def worker_source(root: str) -> AefSource:
+    """The source at ``root`` as this process (a cluster worker) opens it once and keeps: its index, and a
+    reader whose open datasets serve every later task of the worker. A SourceError names the worker."""
+    with _worker_lock:
+        if root not in _worker_sources:
+            try:
+                _worker_sources[root] = AefSource(root)
+            except ChangecatError as exc:
+                error = SourceError(
+                    f"worker {worker_address()} cannot open the AEF source {public_href(root)}: {exc}"
+                )
+            else:
+                return _worker_sources[root]
+        else:
+            return _worker_sources[root]
+    raise error  # outside the except block: no chained error that the client could not unpickle
+
+
+def check_worker(root: str) -> None:
+    """Run on every worker before a cluster run: the source opens there (its index is read)."""
+    worker_source(root)
+
+
+def unit_task(
+    root: str,
+    grid: Grid,
+    from_year: int,
+    to_year: int,
+    method: str,
+    extra: UnitExtra | None,
+    unit: tuple[Window, list[Window]],
+) -> UnitResult:
+    """``compute_unit`` as a dask task: the worker reads the source itself, from ``root``."""
+    source = worker_source(root)
     try:
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= ahead:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        for future in pending:
-            future.cancel()
+        return compute_unit(source, source._job_reader(), grid, from_year, to_year, method, extra, unit)
+    except SourceError as exc:
+        error = type(exc)(f"worker {worker_address()}: {exc}")
+    raise error  # outside the except block: no chained GDAL error that the client could not unpickle

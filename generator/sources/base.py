@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rasterio.windows import Window
@@ -13,6 +14,9 @@ from shapely.geometry.base import BaseGeometry
 
 from generator.errors import SourceError
 from generator.grid import Grid
+
+if TYPE_CHECKING:
+    from generator.cluster import Executor
 
 AEF_DATASET = "GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL"
 
@@ -57,6 +61,9 @@ for context composites (bands, rows, cols)."""
 
 class Source(ABC):
     """Computes change on an output grid, block by block, streaming."""
+
+    executor: Executor | None = None
+    """Where ``compute`` runs its units: None = the source's own threads (see ``use_executor``)."""
 
     @property
     @abstractmethod
@@ -123,6 +130,22 @@ class Source(ABC):
         """Yield the year's cloud-masked median Sentinel-2 RGB composite: (3, rows, cols) uint16 DN of
         B4, B3, B2, 0 = no clear observation. Only sources that can reach Sentinel-2 implement it."""
         raise SourceError(f"the {self.info.kind} source has no Sentinel-2 context composites")
+
+    def use_executor(self, executor: Executor) -> None:
+        """Run the units of ``compute`` (and ``context``) on ``executor`` (a dask cluster with
+        ``--scheduler``); by default a source uses threads of this process."""
+        self.executor = executor
+
+    def prefetch(  # noqa: B027 - optional hook, only sources that overlap jobs on a cluster implement it
+        self, grid: Grid, from_year: int, to_year: int, method: str, windows: list[Window]
+    ) -> None:
+        """Start a later job's units now, so the cluster works on them while this process writes the
+        current job; ``compute`` with the same arguments takes them up. Does nothing by default."""
+
+    def worker_check(self) -> Callable[[], None] | None:
+        """A picklable function that opens the source on a cluster worker, raising a SourceError naming
+        the worker and the source when it cannot; None for a source that needs nothing on the workers."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook, most sources hold nothing open
         """Release open files/sessions."""

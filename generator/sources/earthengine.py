@@ -30,8 +30,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import ee
@@ -42,11 +43,12 @@ from rasterio.windows import Window
 from shapely.geometry import Polygon, box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
+from generator.cluster import Lookahead, TaskStream
 from generator.config import EE_MAX_CONCURRENCY
 from generator.errors import AuthenticationError, ConfigError, PermissionDeniedError, SourceError
 from generator.grid import Grid, to_crs
 from generator.methods import METHODS
-from generator.sources import ee_s2, ee_tiles
+from generator.sources import ee_cluster, ee_s2, ee_tiles
 from generator.sources.base import AEF_DATASET, Block, Cost, Source, SourceInfo
 from generator.sources.ee_auth import find_credentials, is_google
 from generator.sources.ee_s2 import S2_COLLECTION, S2_METHOD, S2_RGB_BANDS
@@ -133,6 +135,8 @@ class EarthEngineSource(Source):
         self.stats = DownloadStats()
         self._versions: dict[str, str] = {}  # dataset → its release, read once
         self._serial = next(_serials)
+        self._lookahead = Lookahead()
+        self._spec: ee_cluster.WorkerSpec | None = None
         self._credentials = credentials if credentials is not None else find_credentials(self.url)
         self._activate()
 
@@ -263,7 +267,44 @@ class EarthEngineSource(Source):
         self, grid: Grid, from_year: int, to_year: int, method: str, windows: list[Window]
     ) -> Iterator[Block]:
         self._activate()
-        return self._downloader(self.expression(grid, from_year, to_year, method), grid).run(windows)
+        stream = self._lookahead.take((grid, from_year, to_year, method, tuple(windows)))
+        if stream is not None:
+            return self._consume(stream)
+        image = self.expression(grid, from_year, to_year, method)
+        if self._remote():
+            return self._consume(self._submit(image, grid, windows))
+        return self._downloader(image, grid).run(windows)
+
+    def prefetch(self, grid: Grid, from_year: int, to_year: int, method: str, windows: list[Window]) -> None:
+        """On a cluster, submit a later job's first tiles now; its ``compute`` takes them up."""
+        key = (grid, from_year, to_year, method, tuple(windows))
+        if self._remote() and key not in self._lookahead:
+            self._activate()
+            image = self.expression(grid, from_year, to_year, method)
+            self._lookahead.put(key, self._submit(image, grid, windows))
+
+    def worker_check(self) -> Callable[[], None]:
+        return partial(ee_cluster.check_worker, self._worker_spec())
+
+    def close(self) -> None:
+        self._lookahead.clear()
+
+    # --- on a cluster (ee_cluster) ----------------------------------------------------------------------
+
+    def _remote(self) -> bool:
+        return self.executor is not None and self.executor.remote
+
+    def _worker_spec(self) -> ee_cluster.WorkerSpec:
+        if self._spec is None:
+            self._spec = ee_cluster.worker_spec(self)
+        return self._spec
+
+    def _submit(self, image: ee.Image, grid: Grid, windows: list[Window], **kw: Any) -> TaskStream:
+        assert self.executor is not None
+        return ee_cluster.submit(self.executor, self._worker_spec(), self.stats, image, grid, windows, **kw)
+
+    def _consume(self, stream: TaskStream) -> Iterator[Block]:
+        return ee_cluster.consume(self.stats, stream)
 
     def context_windows(self, grid: Grid) -> list[Window]:
         """Tiles for the 3-band uint16 context requests: the configured tile size, within their limit."""
@@ -274,6 +315,8 @@ class EarthEngineSource(Source):
         0 where no clear observation; tiled, parallel, retried and split like ``compute``."""
         self._activate()
         image = ee_s2.context_image(year, _area(grid), self.s2_max_cloudy_percent)
+        if self._remote():
+            return self._consume(self._submit(image, grid, windows, bands=S2_RGB_BANDS, dtype="uint16"))
         return self._downloader(image, grid, bands=S2_RGB_BANDS, dtype="uint16").run(windows)
 
     def _downloader(self, image: ee.Image, grid: Grid, **kw: Any) -> TileDownloader:
