@@ -28,6 +28,7 @@ from generator.errors import ConfigError, SourceError
 from generator.grid import Grid, to_crs
 from generator.kernel import unit_dot_int8
 from generator.methods import EMBEDDING_METHODS, METHODS
+from generator.preview import PreviewCollector, PreviewSamples, sample_unit
 from generator.sources.aef_blocks import (
     DEFAULT_LATTICE,
     Lattice,
@@ -110,19 +111,30 @@ class AefSource(Source):
         return windows_on(self._lattice(grid), grid)
 
     def compute(
-        self, grid: Grid, from_year: int, to_year: int, method: str, windows: list[Window]
+        self,
+        grid: Grid,
+        from_year: int,
+        to_year: int,
+        method: str,
+        windows: list[Window],
+        preview: PreviewCollector | None = None,
     ) -> Iterator[Block]:
+        """Change blocks; with ``preview``, its pictures are filled from the stacks read (no extra read)."""
         from_dot = METHODS[method].from_dot if method in METHODS else None
         if from_dot is None:
             raise ConfigError(f"method '{method}': the aef source computes {', '.join(EMBEDDING_METHODS)}")
         units = group_units(self._lattice(grid), windows)
         reader = self._job_reader()
 
-        def one(unit: tuple[Window, list[Window]]) -> list[Block]:
+        years = (from_year, to_year)
+        plan = preview.plan if preview is not None else None
+
+        def one(unit: tuple[Window, list[Window]]) -> tuple[list[Block], PreviewSamples | None]:
             cell, members = unit
             a = self._mosaic(reader, grid, cell, from_year)
             b = self._mosaic(reader, grid, cell, to_year)
             values = from_dot(unit_dot_int8(a, b)).astype(np.float32, copy=False)
+            samples = sample_unit(plan, cell, (a, b)) if plan is not None else None
             del a, b
             r0, c0 = int(cell.row_off), int(cell.col_off)
             return [
@@ -133,11 +145,15 @@ class AefSource(Source):
                     ],
                 )
                 for w in members
-            ]
+            ], samples
 
+        if preview is not None:
+            preview.add(None, years)  # this job's stacks are the pictures of its two years
         pool = DaemonPool(READ_THREADS)
         try:
-            for blocks in _bounded_map(pool, one, units, ahead=READ_THREADS + 1):
+            for blocks, samples in _bounded_map(pool, one, units, ahead=READ_THREADS + 1):
+                if preview is not None:
+                    preview.add(samples, years)
                 yield from blocks
         finally:
             pool.shutdown()
