@@ -44,7 +44,10 @@ SPEC = MirrorSpec(
     noise=20,
 )
 REGION = box(12.03, 52.405, 12.13, 52.45)  # about 680 × 500 px: the picture samples it ~2.7×
+HTTP_REGION = box(12.03, 52.405, 12.075, 52.43)  # about 320 × 290 px, two files of a year: a quick read
 SAMPLES = 300
+BYTES_JITTER = 0.01
+"""Run-to-run variation of the bytes an HTTP read fetches (measured ≤ 0.2%, parallel reads)."""
 RED, GREEN, BLUE = 1, 16, 9  # A01, A16, A09 of A00…A63
 
 
@@ -267,7 +270,7 @@ def collect(src: AefSource, grid: Grid) -> tuple[PreviewCollector, np.ndarray]:
 
 def test_over_http_the_pictures_cost_no_extra_bytes(mirror: Path) -> None:
     local = AefSource(str(mirror))
-    grid = grid_for(REGION, local.grid_origin("EPSG:32633"))
+    grid = grid_for(HTTP_REGION, local.grid_origin("EPSG:32633"))
     try:
         expected, _ = collect(local, grid)
     finally:
@@ -285,7 +288,9 @@ def test_over_http_the_pictures_cost_no_extra_bytes(mirror: Path) -> None:
             finally:
                 src.close()
             served[with_preview] = counters.bytes_sent
-    assert served[True] <= served[False], served
+    # The same blocks are fetched; the threads' read order moves GDAL's range merging by ~0.2% from run
+    # to run. A second pass over the stacks, even over 3 of 64 band-interleaved bands, would add ≥ 4.7%.
+    assert served[True] <= served[False] * (1 + BYTES_JITTER), served
     for year in YEARS:
         np.testing.assert_array_equal(got.values[year], expected.values[year])
     assert np.isfinite(expected.values[YEARS[1]]).mean() > 0.5
