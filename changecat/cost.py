@@ -52,7 +52,7 @@ def estimate_requests(jobs: list[Job], source: Source, with_context: bool) -> tu
     are up to date (skipped), a lower one when tiles are split or retried."""
     total = Cost()
     composites: set[tuple[str, int]] = set()
-    pictures: set[tuple[str, int]] = set()
+    pictures: set[tuple[str, Grid, int]] = set()
     for job in jobs:
         total += job_cost(job, source) + picture_cost(job, source, pictures)
         for year in (job.from_year, job.to_year) if with_context else ():

@@ -10,6 +10,7 @@ from pathlib import Path
 from shapely.geometry.base import BaseGeometry
 
 from generator.errors import SourceError
+from generator.grid import Grid
 from generator.methods import EMBEDDING_METHODS
 from generator.plan import Job
 from generator.preview import (
@@ -22,9 +23,9 @@ from generator.preview import (
 )
 from generator.sources.base import Cost, Source
 
-PreviewCache = dict[tuple[str, int], Path]
-"""Embedding pictures already written in this run, by (region id, year): a region's jobs share its grid,
-so its other jobs copy them instead of asking the source again (one Earth Engine request per year)."""
+PreviewCache = dict[tuple[str, Grid, int], Path]
+"""Embedding pictures already written in this run, by (region id, grid, year): the other jobs of a region's
+grid (or tile) copy them instead of asking the source again (one Earth Engine request per year)."""
 
 
 @dataclass
@@ -50,7 +51,8 @@ def begin(job: Job, cache: PreviewCache | None) -> JobPreviews | None:
         return None
     cache = cache or {}
     years = (job.from_year, job.to_year)
-    reuse = {y: p for y in years if (p := cache.get((job.region.id, y))) is not None and p.is_file()}
+    known = {y: cache.get((job.region.id, job.grid, y)) for y in years}
+    reuse = {y: p for y, p in known.items() if p is not None and p.is_file()}
     return JobPreviews(PreviewCollector(preview_plan(job.grid), [y for y in years if y not in reuse]), reuse)
 
 
@@ -76,16 +78,18 @@ def finish(previews: JobPreviews, job: Job, region: BaseGeometry, folder: Path) 
 def remember(cache: PreviewCache | None, job: Job, pictures: dict[str, Path]) -> None:
     """Record a committed product's pictures for the region's later jobs."""
     if cache is not None:
-        cache.update({(job.region.id, int(k.removeprefix(ASSET_PREFIX))): p for k, p in pictures.items()})
+        cache.update(
+            {(job.region.id, job.grid, int(k.removeprefix(ASSET_PREFIX))): p for k, p in pictures.items()}
+        )
 
 
-def picture_cost(job: Job, source: Source, seen: set[tuple[str, int]]) -> Cost:
+def picture_cost(job: Job, source: Source, seen: set[tuple[str, Grid, int]]) -> Cost:
     """What a job's pictures cost the source beyond its change (``Source.preview_cost``: one Earth Engine
     request a year), counting each region's year once (``seen``), as the run reuses them."""
     total = Cost()
     for year in (job.from_year, job.to_year) if job.method in EMBEDDING_METHODS else ():
-        if (job.region.id, year) not in seen:
-            seen.add((job.region.id, year))
+        if (job.region.id, job.grid, year) not in seen:
+            seen.add((job.region.id, job.grid, year))
             total += source.preview_cost(preview_plan(job.grid))
     return total
 

@@ -104,7 +104,7 @@ def build_plan(config: Config, force: bool = False, adopt: bool = False) -> Plan
         cache: CoverageCache = {}
         costs: dict[tuple[Grid, int, int, str], Cost] = {}
         composites: set[tuple[str, Grid, int]] = set()
-        pictures: set[tuple[str, int]] = set()
+        pictures: set[tuple[str, Grid, int]] = set()
         for job in jobs:
             key = (job.region.id, job.grid)
             if key not in regions:
