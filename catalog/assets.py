@@ -1,5 +1,6 @@
 """The assets of an item, built from a product and the facts read from its files (pure functions):
-the change COG with its statistics, the PNG quicklooks, the Sentinel-2 context composites."""
+the change COG with its statistics, the PNG quicklooks, the Sentinel-2 context composites, the embedding
+pictures."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from catalog.files import FileFacts, RasterFacts
 from catalog.provenance import COG_MEDIA_TYPE
 from generator.errors import OutputError
 from generator.methods import METHODS
+from generator.preview import ASSET_PREFIX as EMBEDDING_PREFIX
+from generator.preview import PREVIEW_BANDS, STRETCH
 from generator.product import CONTEXT_PREFIX, Product
 
 PNG_MEDIA_TYPE = "image/png"
@@ -119,4 +122,26 @@ def context_asset(product: Product, key: str, facts: tuple[FileFacts, RasterFact
             "file:size": file.size,
             "file:checksum": file.checksum,
         },
+    )
+
+
+def embedding_asset(product: Product, key: str, file: FileFacts) -> pystac.Asset:
+    """A year's embedding picture (``generator.preview``): before/after context from the embeddings
+    themselves, with or without Sentinel-2."""
+    if key not in product.embedding:
+        raise OutputError(f"product {product.job.item_id} has no embedding picture '{key}'")
+    year = key.removeprefix(EMBEDDING_PREFIX)
+    red, green, blue = PREVIEW_BANDS
+    lo, hi = STRETCH
+    return pystac.Asset(
+        href="./" + product.embedding[key].name,
+        title=f"Embedding {year} ({red}, {green}, {blue} as RGB)",
+        description=(
+            f"Bands {red}, {green}, {blue} of the {year} embedding vectors (unit length) as red, green, "
+            f"blue, stretched linearly from {lo:g}…{hi:g} to 0…255: pixels of similar colour have similar "
+            "embeddings. Transparent where the year has no data or outside the region."
+        ),
+        media_type=PNG_MEDIA_TYPE,
+        roles=["overview"],
+        extra_fields={"file:size": file.size, "file:checksum": file.checksum},
     )

@@ -21,7 +21,15 @@ from pystac.utils import datetime_to_str, str_to_datetime
 from shapely.geometry import mapping
 
 from catalog import layout
-from catalog.assets import NODATA, PNG_MEDIA_TYPE, change_asset, context_asset, finite, png_asset
+from catalog.assets import (
+    NODATA,
+    PNG_MEDIA_TYPE,
+    change_asset,
+    context_asset,
+    embedding_asset,
+    finite,
+    png_asset,
+)
 from catalog.datasets import DATASETS, dataset_info
 from catalog.extension import CHANGE_EXTENSION
 from catalog.files import FileFacts, RasterFacts
@@ -80,6 +88,7 @@ class ProductFacts:
     context: dict[str, tuple[FileFacts, RasterFacts]] = field(default_factory=dict)  # by asset key
     overview: FileFacts | None = None  # the ≤ 1024 px quicklook beside the thumbnail, when there is one
     hotspots: FileFacts | None = None  # the hotspots GeoParquet table, when the product has one
+    embedding: dict[str, FileFacts] = field(default_factory=dict)  # embedding pictures, by asset key
 
 
 def span(from_year: int, to_year: int) -> tuple[datetime, datetime]:
@@ -158,6 +167,8 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
         item.add_asset(OVERVIEW_ASSET, png_asset(overview, "Quicklook", "overview", facts.overview))
     for key in sorted(product.context):
         item.add_asset(key, context_asset(product, key, facts.context[key]))
+    for key in sorted(product.embedding):
+        item.add_asset(key, embedding_asset(product, key, facts.embedding[key]))
     if product.hotspots is not None:
         if facts.hotspots is None:
             raise OutputError(f"product {job.item_id} has hotspot figures but no hotspots file")

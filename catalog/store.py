@@ -59,6 +59,7 @@ def product_facts(product: Product, folder: Path) -> ProductFacts:
     files = [(product.cog_path, "change COG"), (product.thumbnail_path, "thumbnail")]
     files += [(path, f"context asset {key}") for key, path in product.context.items()]
     files += [(product.hotspots_path, "hotspots table")] if product.hotspots_path is not None else []
+    files += [(path, f"embedding picture {key}") for key, path in product.embedding.items()]
     for path, what in files:
         if Path(path).resolve().parent != Path(folder).resolve():
             raise OutputError(
@@ -72,6 +73,7 @@ def product_facts(product: Product, folder: Path) -> ProductFacts:
         context={key: (file_facts(p), raster_facts(p)) for key, p in product.context.items()},
         overview=file_facts(o) if (o := overview_path(product.thumbnail_path)).is_file() else None,
         hotspots=file_facts(product.hotspots_path) if product.hotspots_path is not None else None,
+        embedding={key: file_facts(p) for key, p in product.embedding.items()},
     )
 
 
@@ -254,6 +256,7 @@ class CatalogStore:
             thumbnail_path=folder / product.thumbnail_path.name,
             context=moved,
             hotspots_path=None if product.hotspots_path is None else folder / product.hotspots_path.name,
+            embedding={key: folder / p.name for key, p in product.embedding.items()},
         )
 
     def add(self, products: list[Product]) -> None:

@@ -9,6 +9,7 @@ from rasterio.windows import Window
 from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
+from changecat.embedding_context import picture_cost
 from generator.grid import Grid, to_crs
 from generator.plan import Job
 from generator.product import Coverage
@@ -45,13 +46,15 @@ def context_cost(job: Job, source: Source) -> Cost:
 
 
 def estimate_requests(jobs: list[Job], source: Source, with_context: bool) -> tuple[int, int]:
-    """(requests, pixels) the jobs will ask a metered source for: their tiles inside each region, and each
-    region's Sentinel-2 composites once per year when ``with_context``. An upper bound for products that
+    """(requests, pixels) the jobs will ask a metered source for: their tiles inside each region, each
+    region's embedding pictures once per year, and its Sentinel-2 composites once per year when
+    ``with_context``. An upper bound for products that
     are up to date (skipped), a lower one when tiles are split or retried."""
     total = Cost()
     composites: set[tuple[str, int]] = set()
+    pictures: set[tuple[str, Grid, int]] = set()
     for job in jobs:
-        total += job_cost(job, source)
+        total += job_cost(job, source) + picture_cost(job, source, pictures)
         for year in (job.from_year, job.to_year) if with_context else ():
             if (job.area_id, year) not in composites:  # one composite per grid (tile)
                 composites.add((job.area_id, year))

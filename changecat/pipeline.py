@@ -28,7 +28,7 @@ from catalog.lock import RunPresence, write_lock
 from catalog.prune import prune_candidates, remove_products
 from catalog.store import CatalogStore
 from catalog.testhook import hold
-from changecat import __version__
+from changecat import __version__, embedding_context
 from changecat.cost import coverage_warning, estimate_requests, job_windows, pair_coverage
 from changecat.cost import windows_inside as _inside
 from changecat.run_executor import attach, prefetch_next
@@ -145,10 +145,10 @@ def run(
             reporter.run_estimate(requests + more[0], pixels + more[1])
         reporter.run_started([*jobs, *(t.job for t in timelines)])  # type: ignore[list-item]
         with RunSession(store.root, note, active=active):
-            outcomes = []
+            outcomes, previews = [], {}
             for i, plan in enumerate(plans):
                 prefetch_next(source, plans[i:], lambda job: job_windows(job, source))
-                outcome = _run_one(plan, source, store, reporter, context)
+                outcome = _run_one(plan, source, store, reporter, context, previews)
                 reporter.job_finished(outcome)
                 outcomes.append(outcome)
             for timeline in timelines:
@@ -233,7 +233,7 @@ def _plan(job: Job, source: Source, root: Path, identity: str, force: bool, cont
     fingerprint = job.fingerprint(identity, __version__)
     coll = collection_id(product_info(source, job.method).dataset)
     path = item_json(root, coll, job.item_id)
-    required = [CHANGE_ASSET, THUMBNAIL_ASSET, HOTSPOTS_ASSET]
+    required = [CHANGE_ASSET, THUMBNAIL_ASSET, HOTSPOTS_ASSET, *embedding_context.required_assets(job)]
     required += [f"{CONTEXT_PREFIX}{y}" for y in (job.from_year, job.to_year)] if context else []
     return _Plan(job, coll, fingerprint, "forced" if force else stale_reason(path, fingerprint, required))
 
@@ -283,7 +283,12 @@ class RunSession:
 
 
 def _run_one(
-    plan: _Plan, source: Source, store: CatalogStore, reporter: Reporter, context: ContextCache | None
+    plan: _Plan,
+    source: Source,
+    store: CatalogStore,
+    reporter: Reporter,
+    context: ContextCache | None,
+    previews: embedding_context.PreviewCache | None = None,
 ) -> JobOutcome:
     job = plan.job
     if plan.reason is None:
@@ -295,9 +300,10 @@ def _run_one(
         coll_dir = store.root / plan.collection
         coll_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{job.item_id}-", dir=coll_dir))
-        product = make_product(job, source, staging, plan.fingerprint, reporter, context)
+        product = make_product(job, source, staging, plan.fingerprint, reporter, context, previews)
         hold("staged")
         product = store.commit(product, staging)
+        embedding_context.remember(previews, job, product.embedding)
         if context is not None:
             context.update(
                 {(job.area_id, int(k[len(CONTEXT_PREFIX) :])): p for k, p in product.context.items()}
@@ -334,9 +340,10 @@ def make_product(
     fingerprint: str = "",
     reporter: Reporter | None = None,
     context: ContextCache | None = None,
+    previews: embedding_context.PreviewCache | None = None,
 ) -> Product:
-    """Compute one job into ``out_dir`` (COG + quicklook + hotspots table, + Sentinel-2 context COGs when
-    ``context`` is given) and return its Product.
+    """Compute one job into ``out_dir`` (COG + quicklook + hotspots table + embedding pictures, + Sentinel-2
+    context COGs when ``context`` is given) and return its Product.
 
     Raises ``NoDataError`` when the region has no data for a year or no valid pixel; nothing is left
     half-written then. A region the source covers only partly (by its tiles' footprints) is noted to the
@@ -363,6 +370,7 @@ def make_product(
     hotspot_params = job.hotspots or HotspotParams(DEFAULT_THRESHOLDS[job.method])
     hotspots = HotspotAccumulator(grid, hotspot_params)
     context_windows = [] if context is None else _inside(source.context_windows(grid), region, grid)
+    pictures = embedding_context.begin(job, previews)
     reporter.job_started(job, len(windows) + 2 * len(context_windows))
     out_dir.mkdir(parents=True, exist_ok=True)
     # Everything is written in a staging folder and moved into place only once all of it succeeded, so a
@@ -370,7 +378,8 @@ def make_product(
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
     try:
         with CogWriter(staging / COG_NAME, grid) as writer:
-            blocks = source.compute(grid, job.from_year, job.to_year, job.method, windows)
+            preview = pictures.wanted() if pictures is not None else None
+            blocks = source.compute(grid, job.from_year, job.to_year, job.method, windows, preview=preview)
             for window, values in mask_outside(blocks, region, grid):
                 writer.write(window, values)
                 stats.update(values)
@@ -385,6 +394,7 @@ def make_product(
         write_quicklook(staging / COG_NAME, staging / THUMBNAIL_NAME)
         found = hotspots.result()
         write_hotspots(staging / HOTSPOTS_NAME, hotspot_rows(found, grid))
+        embedding = embedding_context.finish(pictures, job, region, staging) if pictures is not None else {}
         years = (job.from_year, job.to_year) if context is not None else ()
         for year in years:
             earlier = (context or {}).get((job.area_id, year))
@@ -413,6 +423,7 @@ def make_product(
         hotspots_path=out_dir / HOTSPOTS_NAME,
         hotspots=HotspotSummary(hotspot_params, len(found), sum(h.area_m2 for h in found)),
         coverage=coverage,
+        embedding={key: out_dir / path.name for key, path in embedding.items()},
     )
 
 

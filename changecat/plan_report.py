@@ -23,6 +23,7 @@ from changecat.cost import (
     pair_coverage,
     year_coverage,
 )
+from changecat.embedding_context import picture_cost
 from changecat.pipeline import _plan, _source_identity, plan_jobs
 from changecat.timeline_run import TimelinePlan, plan_timelines
 from generator.config import Config
@@ -103,6 +104,7 @@ def build_plan(config: Config, force: bool = False, adopt: bool = False) -> Plan
         cache: CoverageCache = {}
         costs: dict[tuple[Grid, int, int, str], Cost] = {}
         composites: set[tuple[str, Grid, int]] = set()
+        pictures: set[tuple[str, Grid, int]] = set()
         for job in jobs:
             key = (job.region.id, job.grid)
             if key not in regions:
@@ -111,7 +113,7 @@ def build_plan(config: Config, force: bool = False, adopt: bool = False) -> Plan
             coverage = pair_coverage(source, job, cache)
             cost = Cost()
             if plan.reason is not None and coverage.fraction > 0.0:
-                cost = _cached_cost(job, source, costs)
+                cost = _cached_cost(job, source, costs) + picture_cost(job, source, pictures)
                 for year in (job.from_year, job.to_year) if context else ():
                     if (job.region.id, job.grid, year) not in composites:
                         composites.add((job.region.id, job.grid, year))

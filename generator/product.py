@@ -88,3 +88,4 @@ class Product:
     hotspots_path: Path | None = None  # the GeoParquet hotspots table beside the COG
     hotspots: HotspotSummary | None = None  # set together with ``hotspots_path``
     coverage: Coverage | None = None  # None: not looked up (the item then covers the whole region)
+    embedding: dict[str, Path] = field(default_factory=dict)  # asset key → embedding picture PNG of a year

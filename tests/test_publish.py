@@ -110,7 +110,8 @@ def test_every_asset_answers_with_its_type_and_checksum(published: dict) -> None
             assert headers["cache-control"].startswith("public, max-age=")
             assert multihash(body) == asset.extra_fields["file:checksum"], key
             checked += 1
-    assert checked == 12 * 4  # change, thumbnail, overview, hotspots of each of the 12 demo products
+    # change, thumbnail, overview, hotspots and the two years' embedding pictures of the 12 demo products
+    assert checked == 12 * 6
     _, headers = http_get(published["base"] + "catalog.json")
     assert headers["content-type"] == "application/json"
 

@@ -30,6 +30,7 @@ from generator.errors import ChangecatError, ConfigError, SourceError
 from generator.grid import Grid, to_crs
 from generator.kernel import unit_dot_int8
 from generator.methods import EMBEDDING_METHODS, METHODS
+from generator.preview import PreviewCollector, PreviewPlan, PreviewSamples, preview_plan, sample_unit
 from generator.sources.aef_blocks import (
     DEFAULT_LATTICE,
     Lattice,
@@ -117,15 +118,31 @@ class AefSource(Source):
         return windows_on(self._lattice(grid), grid)
 
     def compute(
-        self, grid: Grid, from_year: int, to_year: int, method: str, windows: list[Window]
+        self,
+        grid: Grid,
+        from_year: int,
+        to_year: int,
+        method: str,
+        windows: list[Window],
+        preview: PreviewCollector | None = None,
     ) -> Iterator[Block]:
+        """Change blocks; with ``preview``, its pictures are filled from the stacks read (no extra read).
+        Every unit samples the picture pixels it holds (small arrays), so a stream started early by
+        ``prefetch`` serves a job with or without pictures."""
         _from_dot(method)
-        key = (grid, from_year, to_year, method, tuple(windows))
-        stream = self._lookahead.take(key)
-        if stream is None:
-            stream = self._stream(grid, from_year, to_year, method, windows)
+        years = (from_year, to_year)
+        plan = preview.plan if preview is not None else preview_plan(grid)
+        stream = self._lookahead.take((grid, from_year, to_year, method, tuple(windows)))
+        if stream is None or plan != preview_plan(grid):
+            if stream is not None:
+                stream.cancel()
+            stream = self._stream(grid, from_year, to_year, method, windows, plan)
+        if preview is not None:
+            preview.add(None, years)  # this job's stacks are the pictures of its two years
         try:
-            for blocks, _extra in stream:
+            for blocks, samples in stream:
+                if preview is not None:
+                    preview.add(samples, years)
                 yield from blocks
         finally:
             stream.cancel()
@@ -152,10 +169,11 @@ class AefSource(Source):
         to_year: int,
         method: str,
         windows: list[Window],
-        extra: UnitExtra | None = None,
+        plan: PreviewPlan | None = None,
     ) -> TaskStream[UnitResult]:
-        """The job's units submitted to the executor (this process's threads by default), in order;
-        ``extra`` (picklable) is applied to each unit's stacks (see ``compute_unit``)."""
+        """The job's units submitted to the executor (this process's threads by default), in order; each
+        also samples the pixels of ``plan``'s picture (default: the grid's, ``preview.preview_plan``)."""
+        extra = partial(_sample_preview, plan or preview_plan(grid))
         units = group_units(self._lattice(grid), windows)
         if self.executor is not None and self.executor.remote:
             task = partial(unit_task, self._worker_root(), grid, from_year, to_year, method, extra)
@@ -351,6 +369,11 @@ def _from_dot(method: str) -> Callable[[np.ndarray], np.ndarray]:
     if from_dot is None:
         raise ConfigError(f"method '{method}': the aef source computes {', '.join(EMBEDDING_METHODS)}")
     return from_dot
+
+
+def _sample_preview(plan: PreviewPlan, cell: Window, a: np.ndarray, b: np.ndarray) -> PreviewSamples | None:
+    """A ``UnitExtra``: the picture pixels of both years' stacks that the unit's cell holds."""
+    return sample_unit(plan, cell, (a, b))
 
 
 def compute_unit(

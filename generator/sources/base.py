@@ -14,6 +14,7 @@ from shapely.geometry.base import BaseGeometry
 
 from generator.errors import SourceError
 from generator.grid import Grid
+from generator.preview import PreviewCollector, PreviewPlan
 
 if TYPE_CHECKING:
     from generator.cluster import Executor
@@ -87,9 +88,17 @@ class Source(ABC):
 
     @abstractmethod
     def compute(
-        self, grid: Grid, from_year: int, to_year: int, method: str, windows: list[Window]
+        self,
+        grid: Grid,
+        from_year: int,
+        to_year: int,
+        method: str,
+        windows: list[Window],
+        preview: PreviewCollector | None = None,
     ) -> Iterator[Block]:
-        """Yield the change of each window (any order, possibly computed in parallel)."""
+        """Yield the change of each window (any order, possibly computed in parallel). With ``preview``
+        (embedding methods), also fill its years' embedding pictures (``generator.preview``) from what
+        the computation reads, or with one small request per year; by the end of the iteration."""
 
     def coverage(self, geometry_wgs84: BaseGeometry, year: int) -> BaseGeometry:
         """The part of the geometry (WGS84) that the source's tiles/images of ``year`` cover, from their
@@ -117,6 +126,11 @@ class Source(ABC):
         """Requests made so far to a metered service (Earth Engine's computePixels); None for a source
         that meters nothing. The pipeline prints an estimate before a run and records the count per item."""
         return None
+
+    def preview_cost(self, plan: PreviewPlan) -> Cost:
+        """What one year's embedding picture costs beyond ``compute``: nothing by default (made from the
+        stacks ``compute`` reads); a source that requests it separately says so."""
+        return Cost()
 
     def progress(self) -> str:
         """A short note for the progress bar (e.g. bytes downloaded); empty when there is nothing to add."""

@@ -48,6 +48,7 @@ from generator.config import EE_MAX_CONCURRENCY
 from generator.errors import AuthenticationError, ConfigError, PermissionDeniedError, SourceError
 from generator.grid import Grid, to_crs
 from generator.methods import METHODS
+from generator.preview import PREVIEW_BANDS, PreviewCollector, PreviewPlan
 from generator.sources import ee_cluster, ee_s2, ee_tiles
 from generator.sources.base import AEF_DATASET, Block, Cost, Source, SourceInfo
 from generator.sources.ee_auth import find_credentials, is_google
@@ -255,6 +256,10 @@ class EarthEngineSource(Source):
         as too large (it is split in four) or a request fails and is retried."""
         return Cost(requests=len(windows), pixels=sum(int(w.width) * int(w.height) for w in windows))
 
+    def preview_cost(self, plan: PreviewPlan) -> Cost:
+        """One computePixels request of the picture's pixels (``embedding_preview``)."""
+        return Cost(requests=1, pixels=plan.rows * plan.cols)
+
     def progress(self) -> str:
         s = self.stats
         note = f"tiles {s.tiles_done}/{s.tiles_total}, {s.bytes / 1e6:.1f} MB"
@@ -264,9 +269,17 @@ class EarthEngineSource(Source):
         return list(grid.windows(self.tile_size))
 
     def compute(
-        self, grid: Grid, from_year: int, to_year: int, method: str, windows: list[Window]
+        self,
+        grid: Grid,
+        from_year: int,
+        to_year: int,
+        method: str,
+        windows: list[Window],
+        preview: PreviewCollector | None = None,
     ) -> Iterator[Block]:
         self._activate()
+        for year in preview.missing() if preview is not None else ():
+            preview.put(year, self.embedding_preview(preview.plan, year))
         stream = self._lookahead.take((grid, from_year, to_year, method, tuple(windows)))
         if stream is not None:
             return self._consume(stream)
@@ -305,6 +318,20 @@ class EarthEngineSource(Source):
 
     def _consume(self, stream: TaskStream) -> Iterator[Block]:
         return ee_cluster.consume(self.stats, stream)
+
+    def embedding_preview(self, plan: PreviewPlan, year: int) -> np.ndarray:
+        """The year's embedding picture: float32 (3, rows, cols) of PREVIEW_BANDS on the picture's own grid,
+        NaN where masked. One computePixels request (the picture is at most THUMBNAIL_SIDE² px × 3 float
+        bands, far below the request limits). Earth Engine computes at the requested grid's scale, reading
+        its pyramid level nearest that scale (developers.google.com/earth-engine/guides/scale), so the
+        values are of a coarser level than the AEF copy's nearest full-resolution samples."""
+        area = _area(plan.grid)
+        image = self._year(year).filterBounds(area).mosaic().select(list(PREVIEW_BANDS))
+        image = image.unmask(NODATA_SENTINEL, False).toFloat()
+        picture = plan.picture_grid
+        download = self._downloader(image, picture, bands=PREVIEW_BANDS, dtype="float32")
+        blocks = list(download.run([Window(0, 0, picture.width, picture.height)]))
+        return blocks[0][1]
 
     def context_windows(self, grid: Grid) -> list[Window]:
         """Tiles for the 3-band uint16 context requests: the configured tile size, within their limit."""

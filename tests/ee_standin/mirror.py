@@ -68,7 +68,12 @@ class MirrorImage:
     properties: dict = field(default_factory=dict)
 
     def read(self, grid: PixelGrid) -> tuple[np.ndarray, np.ndarray]:
-        """Unit vectors (64, h, w) float32 and their mask (h, w) bool on ``grid`` (nearest neighbour)."""
+        """Unit vectors (64, h, w) float32 and their mask (h, w) bool on ``grid`` (nearest neighbour).
+
+        Full resolution on every grid. Earth Engine reads a coarser grid from the pyramid level nearest its
+        scale (means of 2×2 blocks, level by level: developers.google.com/earth-engine/guides/scale); not
+        modelled: only the embedding pictures (one small request a year) ask for coarse grids, and here they
+        get nearest samples of the full-resolution pixels, as the AEF source makes them."""
         with rasterio.open(self.path) as src:
             opts = {"crs": grid.crs, "transform": grid.transform, "width": grid.width, "height": grid.height}
             with WarpedVRT(
