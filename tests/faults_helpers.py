@@ -61,6 +61,9 @@ def start(*args: str | Path, hold: str | None = None) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A background job of a non-interactive shell (e.g. `nohup make test &`) starts with SIGINT ignored,
+        # and Python then installs no Ctrl-C handler: give the child the default, as an interactive run has.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
