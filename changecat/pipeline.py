@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +36,13 @@ from changecat.run_executor import attach, prefetch_next
 from generator.config import Config, SourceConfig
 from generator.errors import ChangecatError, ConfigError, NoDataError, OutputError
 from generator.grid import Grid, to_crs
-from generator.hotspots import DEFAULT_THRESHOLDS, HotspotAccumulator, HotspotParams, hotspot_rows
+from generator.hotspots import (
+    DEFAULT_THRESHOLDS,
+    Hotspot,
+    HotspotAccumulator,
+    HotspotParams,
+    hotspot_rows,
+)
 from generator.methods import METHODS
 from generator.plan import Job, check_years, make_jobs
 from generator.product import CONTEXT_PREFIX, HotspotSummary, Product
@@ -377,23 +384,27 @@ def make_product(
     # failure never leaves a product whose files disagree with each other or with its catalog item.
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
     try:
-        with CogWriter(staging / COG_NAME, grid) as writer:
-            preview = pictures.wanted() if pictures is not None else None
-            blocks = source.compute(grid, job.from_year, job.to_year, job.method, windows, preview=preview)
-            for window, values in mask_outside(blocks, region, grid):
-                writer.write(window, values)
-                stats.update(values)
-                hotspots.update(window, values)
-                hold("computing")
-                reporter.block_done(job, source.progress())
-            if stats.count == 0:
-                raise NoDataError(
-                    f"{job.described} has no valid pixel for {job.from_year}→{job.to_year}: "
-                    "every pixel is nodata in at least one of the two years"
+        with ThreadPoolExecutor(1, thread_name_prefix="hotspots") as tail:
+            with CogWriter(staging / COG_NAME, grid) as writer:
+                preview = pictures.wanted() if pictures is not None else None
+                blocks = source.compute(
+                    grid, job.from_year, job.to_year, job.method, windows, preview=preview
                 )
-        write_quicklook(staging / COG_NAME, staging / THUMBNAIL_NAME)
-        found = hotspots.result()
-        write_hotspots(staging / HOTSPOTS_NAME, hotspot_rows(found, grid))
+                for window, values in mask_outside(blocks, region, grid):
+                    writer.write(window, values)
+                    stats.update(values)
+                    hotspots.update(window, values)
+                    hold("computing")
+                    reporter.block_done(job, source.progress())
+                if stats.count == 0:
+                    raise NoDataError(
+                        f"{job.described} has no valid pixel for {job.from_year}→{job.to_year}: "
+                        "every pixel is nodata in at least one of the two years"
+                    )
+                # The hotspots table is made while the writer finishes the COG (overviews, copy, checks).
+                table = tail.submit(_hotspots_table, hotspots, grid, staging / HOTSPOTS_NAME)
+            write_quicklook(staging / COG_NAME, staging / THUMBNAIL_NAME)
+            found = table.result()
         embedding = embedding_context.finish(pictures, job, region, staging) if pictures is not None else {}
         years = (job.from_year, job.to_year) if context is not None else ()
         for year in years:
@@ -425,6 +436,13 @@ def make_product(
         coverage=coverage,
         embedding={key: out_dir / path.name for key, path in embedding.items()},
     )
+
+
+def _hotspots_table(hotspots: HotspotAccumulator, grid: Grid, path: Path) -> list[Hotspot]:
+    """The hotspots found, written as their GeoParquet table at ``path``."""
+    found = hotspots.result()
+    write_hotspots(path, hotspot_rows(found, grid))
+    return found
 
 
 def _context_name(year: int) -> str:

@@ -5,9 +5,10 @@ cancels the constant ``1 / 127.5**2``, so the cosine is that of the integer vect
 
     cos = Σ qa·qb / sqrt(Σ qa² · Σ qb²)
 
-Every ``q`` is at most 128² = 16384 in size, every product at most 2**28 and a sum of 64 of them below
-2**53: the sums are exact in float64, and the cosine is the correctly rounded float64 of the true one —
-closer to the truth than de-quantizing to float32 and summing there (the straightforward formula, kept in
+Every ``q`` is at most 128² = 16384 in size, every product at most 2**28 (an int32) and a sum of 64 of
+them below 2**35: the sums are exact in int64 (and in float64, below 2**53), so the only rounding is in
+the final square root and division — closer to the truth than de-quantizing to float32 and summing
+there (the straightforward formula, kept in
 ``generator.methods.unit_dot``). One pass reads each int8 value once; nothing 64-band-sized is allocated.
 """
 
@@ -33,30 +34,32 @@ def _nodata(v: np.ndarray, r: int, c: int) -> bool:  # pragma: no cover - numba
 
 @njit(nogil=True, cache=True, boundscheck=False)
 def _unit_dot_rows(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - numba
+    # Integer sums: each product of two q is below 2**28 (fits int32), a sum of 64 of them fits int64 and
+    # is exact; 8-lane int32 arithmetic is ~1.5× faster than converting every q to float64 first.
     bands, rows, cols = a.shape
-    dot = np.empty(cols, dtype=np.float64)
-    norm_a = np.empty(cols, dtype=np.float64)
-    norm_b = np.empty(cols, dtype=np.float64)
+    dot = np.empty(cols, dtype=np.int64)
+    norm_a = np.empty(cols, dtype=np.int64)
+    norm_b = np.empty(cols, dtype=np.int64)
     for r in range(rows):
-        dot[:] = 0.0
-        norm_a[:] = 0.0
-        norm_b[:] = 0.0
+        dot[:] = 0
+        norm_a[:] = 0
+        norm_b[:] = 0
         for k in range(bands):
             row_a = a[k, r]
             row_b = b[k, r]
             for c in range(cols):
                 va = np.int32(row_a[c])
                 vb = np.int32(row_b[c])
-                qa = np.float64(va * abs(va))
-                qb = np.float64(vb * abs(vb))
-                dot[c] += qa * qb
-                norm_a[c] += qa * qa
-                norm_b[c] += qb * qb
+                qa = va * abs(va)
+                qb = vb * abs(vb)
+                dot[c] += np.int64(qa * qb)
+                norm_a[c] += np.int64(qa * qa)
+                norm_b[c] += np.int64(qb * qb)
         for c in range(cols):
-            if norm_a[c] == 0.0 or norm_b[c] == 0.0 or _nodata(a, r, c) or _nodata(b, r, c):
+            if norm_a[c] == 0 or norm_b[c] == 0 or _nodata(a, r, c) or _nodata(b, r, c):
                 out[r, c] = np.nan
             else:
-                out[r, c] = dot[c] / np.sqrt(norm_a[c] * norm_b[c])
+                out[r, c] = np.float64(dot[c]) / np.sqrt(np.float64(norm_a[c]) * np.float64(norm_b[c]))
 
 
 def unit_dot_int8(a: np.ndarray, b: np.ndarray) -> np.ndarray:

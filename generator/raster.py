@@ -1,8 +1,8 @@
 """Streaming COG writer: blocks → tiled GeoTIFF with overviews → COG, read back in full, then renamed.
 
 Memory stays bounded whatever the grid size: blocks go straight to a tiled GeoTIFF on disk (GDAL writes
-them tile by tile, in ZSTD level 1, cheap to write and read again), GDAL builds the overviews into that
-file from disk, and one GDAL copy (COPY_SRC_OVERVIEWS) lays it out as the DEFLATE COG. The old path
+them tile by tile, uncompressed: the only compression is the COG's own), GDAL builds the overviews into
+that file from disk, and one GDAL copy (COPY_SRC_OVERVIEWS) lays it out as the DEFLATE COG. The old path
 (a DEFLATE-1 intermediate, then rio-cogeo, which wrote an uncompressed copy of the whole raster before its
 own copy) took 1.2 × the CPU time of this conversion and 1.7 × its scratch disk; with the checks below the
 writer costs what the old conversion alone did (benchmarks/bench_cog_write.py). Every temporary file lives
@@ -84,10 +84,12 @@ VERIFY_BLOCKS = 4
 """The read-back reads squares of VERIFY_BLOCKS² grid blocks at once (16 blocks: 16 MiB of float32), so
 GDAL decodes their tiles on its threads (GDAL_NUM_THREADS) while memory stays bounded for any grid."""
 
-STREAM_CODEC = {"compress": "ZSTD", "zstd_level": 1}
-"""Codec of the intermediate GeoTIFF (only this writer reads it)."""
-STREAM_OVERVIEW_CONFIG = {"ZSTD_LEVEL_OVERVIEW": "1"}
-"""Overviews built into the intermediate take its codec; at level 1 too (GTiff config option)."""
+STREAM_COMPRESSION = "NONE"
+"""Codec of the intermediate GeoTIFF (only this writer reads it, once for the overviews and once for the
+copy). Change values are noisy float32 that no fast codec shrinks much, so compressing the intermediate
+cost more than it saved: 25 Mpx of them, written, turned into overviews and copied to the COG, took
+2.2 s of CPU with ZSTD level 1 (91 MB intermediate) and 1.4 s uncompressed (141 MB with its overviews).
+Its overviews take the same codec. Tiles never written stay sparse either way (SPARSE_OK)."""
 
 TMP_PREFIX = ".tmp-"
 TMP_RANDOM_CHARS = 8
@@ -150,6 +152,34 @@ class _GdalErrors(logging.Handler):
             message.startswith(GDAL_ERROR_PREFIX) or record.levelno >= logging.ERROR
         ):
             self.messages.append(message)
+
+
+class _InfoLevel:
+    """Holds rasterio's GDAL logger at INFO (where it logs GDAL errors) while any writer is open, so that
+    no per-block step has to set it: ``Logger.setLevel`` clears every logger's cache, ~1 ms per block.
+    Counted, so writers open at once (a timeline's two rasters) restore the level only when the last ends."""
+
+    _lock = threading.Lock()
+    _users = 0
+    _saved = logging.NOTSET
+
+    @classmethod
+    def hold(cls) -> None:
+        logger = logging.getLogger(RASTERIO_GDAL_LOGGER)
+        with cls._lock:
+            if cls._users == 0:
+                cls._saved = logger.level
+                if logger.getEffectiveLevel() > logging.INFO:
+                    logger.setLevel(logging.INFO)
+            cls._users += 1
+
+    @classmethod
+    def release(cls) -> None:
+        logger = logging.getLogger(RASTERIO_GDAL_LOGGER)
+        with cls._lock:
+            cls._users -= 1
+            if cls._users == 0 and logger.level != cls._saved:
+                logger.setLevel(cls._saved)
 
 
 class _GdalStep:
@@ -261,6 +291,7 @@ class CogWriter:
             )
         except OSError as exc:
             raise self._step("create a temporary folder").failure(str(exc), exc.errno) from exc
+        _InfoLevel.hold()  # released by _cleanup, with the temporary folder
         try:
             with self._step("create the temporary GeoTIFF"):
                 self._dst = rasterio.open(
@@ -279,10 +310,7 @@ class CogWriter:
                     blockysize=BLOCK_SIZE,
                     # SPARSE_OK: tiles never written are not stored and read back as the nodata value.
                     sparse_ok=True,
-                    # The fastest codec that still keeps the intermediate about as small as DEFLATE-1
-                    # (benchmarks/bench_cog_write.py); the COG itself is DEFLATE.
-                    **STREAM_CODEC,
-                    predictor=PREDICTORS[self.dtype],
+                    compress=STREAM_COMPRESSION,
                     BIGTIFF="IF_SAFER",
                 )
         except BaseException:
@@ -355,7 +383,6 @@ class CogWriter:
         return {
             "GDAL_TIFF_OVR_BLOCKSIZE": str(overview_tile),
             "GDAL_NUM_THREADS": GDAL_THREADS,
-            **STREAM_OVERVIEW_CONFIG,
         }
 
     def _build_overviews(self, stream: Path) -> None:
@@ -424,3 +451,4 @@ class CogWriter:
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
+            _InfoLevel.release()

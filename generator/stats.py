@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
 
 from generator.errors import NoDataError
 from generator.product import PERCENTILES, THRESHOLDS, ChangedArea, Histogram, Stats
@@ -22,6 +23,50 @@ fine bin width: (value_range span) / 65536, i.e. 3.1e-5 for cosine (0…2), 1.5e
 A multiple of HISTOGRAM_BUCKETS, so the published histogram is an exact regrouping of it."""
 
 M2_PER_KM2 = 1e6
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def _block_moments(
+    values: np.ndarray, lo: float, scale: float, fine: np.ndarray
+) -> tuple[int, float, float, float, float]:  # pragma: no cover - numba
+    """One block's finite values in two passes, without temporaries: (count, mean, sum of squared
+    deviations from that mean, min, max); their fine bins are added to ``fine``. Sums go row by row, then
+    over the rows, which keeps float64 rounding near numpy's pairwise sums."""
+    rows, cols = values.shape
+    n = 0
+    total = 0.0
+    vmin = np.inf
+    vmax = -np.inf
+    top = fine.size - 1
+    for r in range(rows):
+        row_total = 0.0
+        for c in range(cols):
+            x = values[r, c]
+            if x != x or x == np.inf or x == -np.inf:
+                continue
+            v = np.float64(x)
+            n += 1
+            row_total += v
+            if v < vmin:
+                vmin = v
+            if v > vmax:
+                vmax = v
+            f = (v - lo) * scale  # clamped as a float: int() of a huge float is undefined
+            fine[0 if f < 0 else (top if f >= top else int(f))] += 1
+        total += row_total
+    if n == 0:
+        return 0, 0.0, 0.0, vmin, vmax
+    mean = total / n
+    m2 = 0.0
+    for r in range(rows):
+        row_m2 = 0.0
+        for c in range(cols):
+            x = values[r, c]
+            if not (x != x or x == np.inf or x == -np.inf):
+                d = np.float64(x) - mean
+                row_m2 += d * d
+        m2 += row_m2
+    return n, mean, m2, vmin, vmax
 
 
 class StatsAccumulator:
@@ -68,28 +113,25 @@ class StatsAccumulator:
     def update(self, values: np.ndarray) -> None:
         """Add one block; NaN pixels are ignored."""
         raw = np.asarray(values)
-        if not np.issubdtype(raw.dtype, np.floating):
+        if raw.dtype not in (np.float32, np.float64):
             raw = raw.astype(np.float64)
-        raw = raw[np.isfinite(raw)]
-        v = raw.astype(np.float64, copy=False)
-        n = v.size
+        if raw.ndim != 2:
+            raw = raw.reshape(1, -1)
+        n, block_mean, block_m2, block_min, block_max = _block_moments(
+            raw, self.value_range[0], self._scale, self._fine
+        )
         if n == 0:
             return
-        block_mean = float(v.mean())
-        block_m2 = float(np.square(v - block_mean).sum())
+        # Compare in the data's own type: a float32 pixel equal to float32(0.1) is not above 0.1.
+        for i, t in enumerate(THRESHOLDS):
+            self._above[i] += np.count_nonzero(raw > np.asarray(t, dtype=raw.dtype))
         total = self._count + n
         delta = block_mean - self._mean
         self._mean += delta * n / total
         self._m2 += block_m2 + delta * delta * self._count * n / total
         self._count = total
-        self._min = min(self._min, float(v.min()))
-        self._max = max(self._max, float(v.max()))
-        idx = ((v - self.value_range[0]) * self._scale).astype(np.int64)
-        np.clip(idx, 0, FINE_BINS - 1, out=idx)
-        self._fine += np.bincount(idx, minlength=FINE_BINS)
-        # Compare in the data's own type: a float32 pixel equal to float32(0.1) is not above 0.1.
-        for i, t in enumerate(THRESHOLDS):
-            self._above[i] += np.count_nonzero(raw > np.asarray(t, dtype=raw.dtype))
+        self._min = min(self._min, block_min)
+        self._max = max(self._max, block_max)
 
     def percentile(self, q: float) -> float:
         """The q-th percentile (0…100, numpy's linear definition), within one fine bin width."""

@@ -152,6 +152,11 @@ def test_kernel_matches_the_formula_on_extremes() -> None:
     a[:, 2, 2] = 0  # zero length
     b[:, 3, 3] = a[:, 3, 3]  # identical: cosine exactly 1
     a[5, 4, 4] = NODATA  # one band at −128 is a value, not nodata
+    # The largest sums (−128² per band: 63 × 16384² overflows int32): opposite and equal vectors.
+    a[:, 5, 5], b[:, 5, 5] = NODATA, 127
+    a[0, 5, 5] = -127
+    a[:, 6, 6], b[:, 6, 6] = NODATA, NODATA
+    a[0, 6, 6] = b[0, 6, 6] = 127
     got = unit_dot_int8(a[:, ::-1], b[:, ::-1])
     x, y = exact(a[:, ::-1]), exact(b[:, ::-1])
     with np.errstate(invalid="ignore"):
@@ -159,3 +164,4 @@ def test_kernel_matches_the_formula_on_extremes() -> None:
     want[(a[:, ::-1] == NODATA).all(0) | (b[:, ::-1] == NODATA).all(0)] = np.nan
     np.testing.assert_allclose(got, want, atol=1e-12, rtol=0, equal_nan=True)
     assert got[-4, 3] == 1.0 and np.isnan(got[-3, 2]) and np.isfinite(got[-5, 4])
+    assert got[-6, 5] < -0.99 and got[-7, 6] == 1.0
