@@ -6,8 +6,9 @@ Run after ``python benchmarks/bench_aef.py --keep-mirror`` (it reuses that mirro
 
 Prints, per region size, the wall and CPU time of the product and the main thread's own CPU time in
 each stage (masking, COG writes, statistics, hotspots, the COG tail: overviews, copy, validation and
-read-back; quicklook, hotspots table), then cProfile's top entries. The source's reading and kernel run on
-worker threads, which this profile does not see: the process's CPU time minus the main thread's is theirs.
+read-back; quicklook), then cProfile's top entries. The source's reading and kernel, GDAL's compression
+and the hotspots table (made while the COG is finished) run on other threads, which this profile does not
+see: the process's CPU time minus the main thread's is theirs.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ STAGES = {
     "  copy to the DEFLATE COG": ("raster.py", "_copy_cog"),
     "  validation + read-back": ("raster.py", "_verify"),
     "write_quicklook": ("quicklook.py", "write_quicklook"),
-    "hotspots result + table": ("hotspots.py", "result"),
 }
 
 

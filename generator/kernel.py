@@ -75,3 +75,24 @@ def unit_dot_int8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     out = np.empty(a.shape[1:], dtype=np.float64)
     _unit_dot_rows(a, b, out)
     return out
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def _empty_bands(v: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - numba
+    for k in range(v.shape[0]):
+        out[k] = True
+        for r in range(v.shape[1]):
+            for c in range(v.shape[2]):
+                if v[k, r, c] != NODATA:
+                    out[k] = False
+                    break
+            if not out[k]:
+                break
+
+
+def empty_bands(stack: np.ndarray) -> np.ndarray:
+    """Which bands of an int8 (bands, rows, cols) stack are −128 at every pixel (bool per band). A band
+    stops at its first value, so a stack with data costs next to nothing."""
+    out = np.empty(stack.shape[0], dtype=np.bool_)
+    _empty_bands(stack, out)
+    return out

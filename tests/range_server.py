@@ -14,7 +14,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,6 +37,9 @@ class Faults:
     seed: int = 0
     only: str = ""  # faults only on paths containing this (e.g. ".tiff": the index is served cleanly)
     first: tuple[str, ...] = ()  # faults given to the first requests in this order, then drawn at the rates
+    # Chooses a fault from the request itself (path, first byte, end exclusive), before the rates are drawn:
+    # e.g. to cut the one response that carries part of a file's tile offsets.
+    when: Callable[[str, int, int], str | None] | None = None
 
 
 @dataclass
@@ -46,6 +49,7 @@ class Counters:
     bytes_sent: int = 0
     faults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAULTS, 0))
     ranges: list[tuple[str, int, int]] = field(default_factory=list)  # (path, first byte, end) of bodies sent
+    gets: list[tuple[str, int, int, str]] = field(default_factory=list)  # (path, first, end, fault or "")
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -109,6 +113,13 @@ def _handler(root: Path, faults: Faults, counters: Counters, stop: threading.Eve
                     self.end_headers()
                     return
                 status = 206
+            chosen = faults.when(urlsplit(self.path).path, start, end + 1) if faults.when else None
+            if chosen:
+                fault = chosen
+                with counters.lock:
+                    counters.faults[chosen] += 1
+            with counters.lock:
+                counters.gets.append((urlsplit(self.path).path, start, end + 1, fault or ""))
             if fault == "status":
                 self.send_error(503, "injected")
                 return

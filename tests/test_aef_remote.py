@@ -130,6 +130,74 @@ def test_faults_are_retried_to_the_clean_result(mirror: Path, local: tuple[Grid,
     np.testing.assert_array_equal(got, expected)
 
 
+INDEX_SHAPED = MirrorSpec(
+    bounds=(12.02, 52.40, 12.11, 52.43),
+    years=(2018, 2020),
+    tile_size=2048,  # 8 × 8 blocks of 256 px: a tile index shaped like the public files' (64 × 64 × 64)
+    seed=5,
+    block_size=256,
+    interleave="BAND",
+    noise=60,
+)
+INDEX_REGION = box(12.022, 52.401, 12.10, 52.428)  # 6 units of the files' block lattice
+SMALL_CURL_CACHE = 2**20
+"""/vsicurl/'s cache in bytes (CPL_VSIL_CURL_CACHE_SIZE, 16 MiB by default): small enough that reading a
+few blocks drops the pieces of a file's header, as a long job on the public files does with the default."""
+
+
+def test_a_cut_response_of_the_tile_index_is_not_taken_as_bands_without_data(tmp_path: Path) -> None:
+    """GDAL fetches a file's tile index (TileOffsets/TileByteCounts) in 16 KiB pieces as it needs them;
+    given a piece cut short it takes the missing entries as tiles never written and returns those bands
+    as nodata without an error (GDAL 3.10: 14 % of this region's pixels wrong). The reader must read
+    again (``aef_read.check_bands``)."""
+    mirror = tmp_path / "mirror"
+    build_mirror(mirror, INDEX_SHAPED)
+    src = AefSource(str(mirror))
+    grid = grid_for(INDEX_REGION, src.grid_origin("EPSG:32633"))
+    try:
+        expected = compute_all(src, grid)
+    finally:
+        src.close()
+    cut: list[str] = []
+
+    def when(path: str, start: int, end: int) -> str | None:
+        """Cut the first response for a file's first 16 KiB after its open (which fetches 64 KiB): a
+        refetch of part of its tile index, once /vsicurl/'s cache has dropped it."""
+        if path.endswith(".tiff") and (start, end) == (0, 16384) and not cut:
+            cut.append(path)
+            return "cut"
+        return None
+
+    # In a process of its own: /vsicurl/ sizes its cache once per process, at its first use.
+    script = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        from generator.sources.aef import AefSource
+        from tests.test_aef_remote import INDEX_REGION, compute_all, grid_for
+
+        src = AefSource(sys.argv[1])
+        try:
+            np.save(sys.argv[2], compute_all(src, grid_for(INDEX_REGION, src.grid_origin("EPSG:32633"))))
+        finally:
+            src.close()
+        """
+    )
+    env = {**os.environ, "CPL_VSIL_CURL_CACHE_SIZE": str(SMALL_CURL_CACHE)}
+    with serve(mirror, Faults(when=when)) as (url, _):
+        done = subprocess.run(
+            [sys.executable, "-c", script, url, str(tmp_path / "got.npy")],
+            cwd=Path(__file__).resolve().parents[1],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert done.returncode == 0, done.stderr
+    assert cut, "no refetch of a tile index piece was cut: the test no longer exercises the fault"
+    np.testing.assert_array_equal(np.load(tmp_path / "got.npy"), expected)
+
+
 @pytest.mark.parametrize(
     ("fault", "message"),
     [

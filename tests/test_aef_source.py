@@ -202,6 +202,36 @@ def test_missing_tile_is_a_source_error_naming_it(mirror_missing_a_tile: tuple[P
         src.close()
 
 
+@pytest.fixture
+def mirror_with_a_band_missing(mirror: Path, tmp_path: Path) -> tuple[Path, str]:
+    """A copy of the mirror in which one file's band 5 was never written (its tiles absent, read back as
+    nodata) while its 63 other bands hold data: a damaged file, never a valid AEF one."""
+    shutil.copytree(mirror, tmp_path / "aef")
+    damaged = sorted((tmp_path / "aef" / "2018" / "33N").glob("*.tiff"))[0]
+    with rasterio.open(damaged) as src:
+        profile, data = src.profile, src.read()
+    profile.update(sparse_ok=True, interleave="band")  # band by band, as the public files are
+    with rasterio.open(damaged, "w", **profile) as dst:
+        for band in range(1, profile["count"] + 1):
+            if band != 5:
+                dst.write(data[band - 1], band)
+    return tmp_path / "aef", damaged.name
+
+
+def test_a_band_without_data_where_the_others_have_some_is_a_source_error(
+    mirror_with_a_band_missing: tuple[Path, str],
+) -> None:
+    root, name = mirror_with_a_band_missing
+    src = AefSource(str(root))
+    try:
+        grid = grid_for(ALL, src.grid_origin("EPSG:32633"))
+        message = rf"{name} could not be read: 1 of its 64 bands \(from band 5\) came back without data"
+        with pytest.raises(SourceError, match=message):
+            compute_all(src, grid, 2018, 2022)
+    finally:
+        src.close()
+
+
 @pytest.mark.parametrize("method", ["cosine", "angle"])
 def test_planted_change_comes_out_with_its_area(source: AefSource, method: str) -> None:
     region = EAST_PLANT.geometry.buffer(0.002)

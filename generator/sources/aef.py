@@ -41,7 +41,7 @@ from generator.sources.aef_blocks import (
 )
 from generator.sources.aef_cost import BlockKey, BlockTally, aligned_file_window, warped_file_window
 from generator.sources.aef_index import INDEX_NAME, IndexRow, load_index
-from generator.sources.aef_read import FileFacts, Reader, interruptible
+from generator.sources.aef_read import FileFacts, Reader, check_bands, interruptible
 from generator.sources.base import AEF_DATASET, Block, Cost, Source, SourceInfo
 from generator.sources.identity import file_identity
 from generator.sources.remote import gdal_options, join, scheme_of
@@ -332,7 +332,7 @@ class AefSource(Source):
                 src_nodata=NODATA,
                 nodata=NODATA,
             ) as vrt:
-                return vrt.read().astype(np.int8, copy=False)
+                return check_bands(vrt.read().astype(np.int8, copy=False))
 
         return reader.call(tile.href, warped)
 

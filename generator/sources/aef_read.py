@@ -7,6 +7,13 @@ then keeps the short data: every later read of those bytes fails the same way, e
 cleared (``VSICurlPartialClearCache``) and the read is tried again, whole, then band by band.
 GDAL reports a failed remote open as "not recognized as being in a supported file format": the cause
 is found by asking the server ourselves (``probe``) and named in the error instead.
+
+GDAL can also fail without saying so: when a response carrying part of a file's tile index (the
+TileOffsets/TileByteCounts arrays, which GDAL fetches in 16 KiB pieces as it needs them) is cut short,
+GDAL 3.10 takes the missing entries as zero, i.e. as tiles that were never written, and returns those
+bands' tiles as nodata with no error (``tests/test_aef_remote.py``: 28 % of a region's pixels wrong after
+one cut response). An AEF file stores nodata in all 64 bands at once, so a read in which some bands are
+nodata everywhere while others hold data cannot be right: it is treated as a failed read (``check_bands``).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from rasterio.session import DummySession
 from rasterio.windows import Window
 
 from generator.errors import SourceError
+from generator.kernel import empty_bands
 from generator.sources.remote import gdal_path, http_timeouts, scheme_of
 from generator.urls import public_href, redact
 
@@ -50,6 +58,23 @@ T = TypeVar("T")
 
 class _Retry(Exception):
     """A remote read failed in a way worth retrying; the message says why."""
+
+
+class IncompleteRead(Exception):
+    """A read returned some bands without any data where the others hold data (see the module's doc)."""
+
+
+def check_bands(stack: np.ndarray) -> np.ndarray:
+    """``stack`` (bands, rows, cols of AEF int8) as read, or ``IncompleteRead`` naming the bands that are
+    nodata at every pixel while other bands hold data."""
+    empty = empty_bands(stack)
+    if empty.any() and not empty.all():
+        bands = np.flatnonzero(empty)
+        raise IncompleteRead(
+            f"{len(bands)} of its {len(empty)} bands (from band {bands[0] + 1}) came back without data where "
+            "the others hold data (a tile index fetched incompletely?)"
+        )
+    return stack
 
 
 @dataclass(frozen=True)
@@ -87,16 +112,30 @@ class Reader:
     def read(self, href: str, window: Window) -> np.ndarray:
         """All bands of a window of the file, (bands, rows, cols). One multi-band read (GDAL fetches the
         blocks of all bands in parallel ranges); after a remote failure, band by band, each band with
-        ``READ_ATTEMPTS`` attempts (a band that fails them all fails the read)."""
+        ``READ_ATTEMPTS`` attempts (a band that fails them all fails the read). Bands that come back
+        without data while others hold data (``check_bands``) are read again, from newly opened datasets,
+        up to ``READ_ATTEMPTS`` times."""
         try:
-            return self._attempt(href, lambda src: src.read(window=window), first=True)
+            return self._attempt(href, lambda src: check_bands(src.read(window=window)), first=True)
         except _Retry:
             pass
         facts = self.facts(href)
         out = np.empty((facts.count, int(window.height), int(window.width)), dtype=np.int8)
-        for band in range(1, facts.count + 1):
-            out[band - 1] = self.call(href, lambda s, b=band: s.read(b, window=window))
-        return out
+        bands = range(facts.count)
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            for band in bands:
+                out[band] = self.call(href, lambda s, b=band + 1: s.read(b, window=window))
+            try:
+                return check_bands(out)
+            except IncompleteRead as exc:
+                if attempt == READ_ATTEMPTS:
+                    raise SourceError(
+                        f"AEF tile {public_href(href)} could not be read ({READ_ATTEMPTS} attempts): {exc}"
+                    ) from None
+                bands = [int(b) for b in np.flatnonzero(empty_bands(out))]
+                self._drop(href)
+                clear_gdal_cache(gdal_path(href))
+        raise AssertionError("unreachable")
 
     def call(self, href: str, fn: Callable[[rasterio.DatasetReader], T]) -> T:
         """``fn`` on a dataset of the file; a remote failure is retried up to ``READ_ATTEMPTS`` times."""
@@ -144,17 +183,28 @@ class Reader:
         try:
             with self.dataset(href) as src:
                 return fn(src)
-        except RasterioError as exc:
+        except (RasterioError, IncompleteRead) as exc:
             if not scheme_of(href):
                 raise SourceError(
                     f"AEF tile {public_href(href)} could not be read: {gdal_message(exc)}"
                 ) from None
+            if isinstance(exc, IncompleteRead):  # the server has nothing to say about it: read it anew
+                self._drop(href)  # every open dataset of the file may hold the same bad tile index
+                clear_gdal_cache(gdal_path(href))
+                raise _Retry(str(exc)) from None
             # Ask the server why only on the first and last failure: a stalled server costs a timeout each.
             cause = probe(href) if first or last else None
             if cause and cause.startswith("HTTP 4"):
                 raise SourceError(f"AEF tile {public_href(href)} could not be read: {cause}") from None
             clear_gdal_cache(gdal_path(href))
             raise _Retry(cause or gdal_message(exc, remote=True)) from None
+
+    def _drop(self, href: str) -> None:
+        """Close the pooled datasets of one file (those in use are closed when they fail)."""
+        with self._lock:
+            free = self._free.pop(href, [])
+        for src in free:
+            src.close()
 
     def close(self) -> None:
         """Close every pooled dataset and refuse new reads (reads in progress end on their timeouts)."""
