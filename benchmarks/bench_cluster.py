@@ -106,25 +106,27 @@ def source_only(root: str, scheduler: str) -> tuple[float, float]:
         executor.close()
 
 
-def writer_only(root: str, cog: Path, out: Path) -> float:
-    """Seconds of ``make_product`` when the blocks cost nothing: a source that reads them back from a
-    finished COG (the writer's own rate: COG, statistics, hotspots, quicklook)."""
+def writer_only(root: str, made, out: Path) -> float:
+    """Seconds of ``make_product`` when the blocks cost nothing: a source that reads them back from the
+    finished product ``made`` (the writer's own rate: COG, statistics, hotspots, quicklook); its embedding
+    pictures are taken from ``made`` too, as a run reuses them for the other jobs of a grid."""
     import rasterio
 
     from changecat.pipeline import make_product
     from generator.sources.aef import AefSource
 
     class Replay(AefSource):
-        def compute(self, grid, from_year, to_year, method, windows):  # type: ignore[override]
-            with rasterio.open(cog) as src:
+        def compute(self, grid, from_year, to_year, method, windows, preview=None):  # type: ignore[override]
+            with rasterio.open(made.cog_path) as src:
                 for w in windows:
                     yield w, src.read(1, window=w)
 
     source = Replay(root)
     try:
         job = _job(source, MPX)
+        pictures = {(job.region.id, job.grid, y): made.embedding[f"embedding_{y}"] for y in YEARS}
         start = time.perf_counter()
-        make_product(job, source, out)
+        make_product(job, source, out, previews=pictures)
         return time.perf_counter() - start
     finally:
         source.close()
@@ -204,7 +206,7 @@ def main() -> None:
             f"{units} units of ≤ 1024² px: scheduling is {units * per_task / 1e6:.2f} s of the "
             f"{t_cluster:.1f} s cluster run"
         )
-        t_writer = writer_only(str(mirror), made.cog_path, out / "writer")
+        t_writer = writer_only(str(mirror), made, out / "writer")
         print(
             f"writer only      {t_writer:7.1f} s  {mpx / t_writer:6.2f} Mpx/s (blocks read back from the COG)"
         )
