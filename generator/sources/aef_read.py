@@ -11,8 +11,8 @@ is found by asking the server ourselves (``probe``) and named in the error inste
 GDAL can also fail without saying so: when a response carrying part of a file's tile index (the
 TileOffsets/TileByteCounts arrays, which GDAL fetches in 16 KiB pieces as it needs them) is cut short,
 GDAL 3.10 takes the missing entries as zero, i.e. as tiles that were never written, and returns those
-bands' tiles as nodata with no error (``tests/test_aef_remote.py``: 28 % of a region's pixels wrong after
-one cut response). An AEF file stores nodata in all 64 bands at once, so a read in which some bands are
+bands' tiles as nodata with no error (``tests/test_aef_remote.py``: 14 % of its region's pixels wrong
+after one cut response). An AEF file stores nodata in all 64 bands at once, so a read in which some bands are
 nodata everywhere while others hold data cannot be right: it is treated as a failed read (``check_bands``).
 """
 
