@@ -155,9 +155,10 @@ class _GdalErrors(logging.Handler):
 
 
 class _InfoLevel:
-    """Holds rasterio's GDAL logger at INFO (where it logs GDAL errors) while any writer is open, so that
-    no per-block step has to set it: ``Logger.setLevel`` clears every logger's cache, ~1 ms per block.
-    Counted, so writers open at once (a timeline's two rasters) restore the level only when the last ends."""
+    """Holds rasterio's GDAL logger at INFO (where it logs GDAL errors) while any GDAL step or writer is
+    open. Counted: the level is set by the first holder and restored by the last, so a writer that holds it
+    for its whole life spares each block's step ``Logger.setLevel`` (which clears every logger's cache,
+    ~1 ms per block), and writers open at once (a timeline's two rasters) restore it only when both end."""
 
     _lock = threading.Lock()
     _users = 0
@@ -197,24 +198,19 @@ class _GdalStep:
         self.env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, **(config or {}))
         self.errors = _GdalErrors()
         self.logger = logging.getLogger(RASTERIO_GDAL_LOGGER)
-        self.level = self.logger.level
 
     def __enter__(self) -> None:
         # Entered around each GDAL call rather than for the whole writer: rasterio Envs must exit in the
         # reverse order of entry, and a source generator suspended inside the writer may hold its own Env.
         self.env.__enter__()
-        self.level = self.logger.level
-        if self.logger.getEffectiveLevel() > logging.INFO:
-            # Only when needed: setLevel clears the cache of every logger, which cost ~1 ms per block.
-            self.logger.setLevel(logging.INFO)
+        _InfoLevel.hold()  # costs nothing while the writer holds it for its whole life
         self.logger.addHandler(self.errors)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.logger.removeHandler(self.errors)
-        if self.logger.level != self.level:
-            self.logger.setLevel(self.level)
+        _InfoLevel.release()
         self.env.__exit__(exc_type, exc, tb)
         if isinstance(exc, SystemError) and str(exc).startswith(RASTERIO_UNKNOWN_ERROR):
             raise self.failure(str(exc)) from exc
