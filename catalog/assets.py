@@ -5,6 +5,7 @@ pictures."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pystac
 
@@ -14,7 +15,7 @@ from generator.errors import OutputError
 from generator.methods import METHODS
 from generator.preview import ASSET_PREFIX as EMBEDDING_PREFIX
 from generator.preview import PREVIEW_BANDS, STRETCH
-from generator.product import CONTEXT_PREFIX, Product
+from generator.product import CONTEXT_PREFIX, Product, Stats
 
 PNG_MEDIA_TYPE = "image/png"
 NODATA = "nan"
@@ -43,18 +44,41 @@ def regroup(buckets: list[int], target: int = CATALOG_HISTOGRAM_BUCKETS) -> list
     return [int(sum(buckets[i : i + step])) for i in range(0, len(buckets), step)]
 
 
-def change_asset(product: Product, cog: FileFacts, r: RasterFacts) -> pystac.Asset:
-    s = product.stats
-    statistics = {
-        "minimum": finite(s.minimum, "minimum", product),
-        "maximum": finite(s.maximum, "maximum", product),
-        "mean": finite(s.mean, "mean", product),
-        "stddev": finite(s.stddev, "stddev", product),
-        "count": int(s.count),
-        "valid_percent": finite(s.valid_percent, "valid_percent", product),
+def statistics_fields(s: Stats, product: Product) -> dict[str, Any]:
+    """The raster extension's ``statistics`` and ``raster:histogram`` of a band with statistics ``s``."""
+    buckets = regroup(s.histogram.buckets)
+    return {
+        "statistics": {
+            "minimum": finite(s.minimum, "minimum", product),
+            "maximum": finite(s.maximum, "maximum", product),
+            "mean": finite(s.mean, "mean", product),
+            "stddev": finite(s.stddev, "stddev", product),
+            "count": int(s.count),
+            "valid_percent": finite(s.valid_percent, "valid_percent", product),
+        },
+        "raster:histogram": {
+            "count": len(buckets),
+            "min": finite(s.histogram.minimum, "histogram minimum", product),
+            "max": finite(s.histogram.maximum, "histogram maximum", product),
+            "buckets": buckets,
+        },
     }
-    h = s.histogram
-    buckets = regroup(h.buckets)
+
+
+def raster_fields(r: RasterFacts, file: FileFacts) -> dict[str, Any]:
+    """A COG asset's sampling and resolution (raster), grid (projection) and size and checksum (file)."""
+    return {
+        "raster:sampling": "area",
+        "raster:spatial_resolution": r.resolution,
+        "proj:code": r.code,
+        "proj:shape": list(r.shape),
+        "proj:transform": list(r.transform),
+        "file:size": file.size,
+        "file:checksum": file.checksum,
+    }
+
+
+def change_asset(product: Product, cog: FileFacts, r: RasterFacts) -> pystac.Asset:
     job, method = product.job, METHODS[product.job.method]
     lo, hi = method.value_range
     return pystac.Asset(
@@ -69,20 +93,8 @@ def change_asset(product: Product, cog: FileFacts, r: RasterFacts) -> pystac.Ass
         extra_fields={
             "data_type": r.data_type,
             "nodata": NODATA,
-            "statistics": statistics,
-            "raster:sampling": "area",
-            "raster:spatial_resolution": r.resolution,
-            "raster:histogram": {
-                "count": len(buckets),
-                "min": finite(h.minimum, "histogram minimum", product),
-                "max": finite(h.maximum, "histogram maximum", product),
-                "buckets": buckets,
-            },
-            "proj:code": r.code,
-            "proj:shape": list(r.shape),
-            "proj:transform": list(r.transform),
-            "file:size": cog.size,
-            "file:checksum": cog.checksum,
+            **statistics_fields(product.stats, product),
+            **raster_fields(r, cog),
         },
     )
 

@@ -96,6 +96,25 @@ def span(from_year: int, to_year: int) -> tuple[datetime, datetime]:
     return datetime(from_year, 1, 1, tzinfo=UTC), datetime(to_year, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 
+def figure_properties(product: Product) -> dict[str, Any]:
+    """The item properties a change or timeline product shares: its percentiles and changed areas, the
+    fingerprint re-runs compare, the dataset release and the metered requests it took."""
+    return {
+        "change:percentiles": {k: finite(v, k, product) for k, v in product.stats.percentiles.items()},
+        "change:changed_area": [
+            {
+                "threshold": float(a.threshold),
+                "area_km2": finite(a.area_km2, "changed area", product),
+                "fraction": finite(a.fraction, "changed fraction", product),
+            }
+            for a in product.stats.changed_area
+        ],
+        "change:fingerprint": product.fingerprint,
+        **({"change:dataset_version": product.source.version} if product.source.version else {}),
+        **({"change:requests": product.requests} if product.requests is not None else {}),
+    }
+
+
 def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac.Item:
     """The STAC item of one product (assets ``change`` and ``thumbnail`` beside the item JSON)."""
     job = product.job
@@ -125,18 +144,7 @@ def build_item(product: Product, facts: ProductFacts, collection: str) -> pystac
         "change:to_year": job.to_year,
         "change:method": job.method,
         "change:dataset": product.source.dataset,
-        "change:percentiles": {k: finite(v, k, product) for k, v in product.stats.percentiles.items()},
-        "change:changed_area": [
-            {
-                "threshold": float(a.threshold),
-                "area_km2": finite(a.area_km2, "changed area", product),
-                "fraction": finite(a.fraction, "changed fraction", product),
-            }
-            for a in product.stats.changed_area
-        ],
-        "change:fingerprint": product.fingerprint,
-        **({"change:dataset_version": product.source.version} if product.source.version else {}),
-        **({"change:requests": product.requests} if product.requests is not None else {}),
+        **figure_properties(product),
         **_hotspot_properties(product),
         **({"change:coverage": _coverage(product)} if product.coverage is not None else {}),
         "processing:software": {SOFTWARE: product.software_version},

@@ -22,7 +22,7 @@ from pystac.utils import datetime_to_str
 from shapely.geometry import mapping
 
 from catalog import layout
-from catalog.assets import NODATA, PNG_MEDIA_TYPE, finite, png_asset, regroup
+from catalog.assets import NODATA, PNG_MEDIA_TYPE, png_asset, raster_fields, statistics_fields
 from catalog.build import (
     FILE_EXTENSION,
     PROCESSING_EXTENSION,
@@ -31,6 +31,7 @@ from catalog.build import (
     SOFTWARE,
     THUMBNAIL_ASSET,
     build_collection,
+    figure_properties,
     span,
     tile_title,
     to_json,
@@ -152,18 +153,6 @@ def year_classes(product: TimelineProduct) -> list[dict[str, Any]]:
     return classes
 
 
-def _raster_fields(r: RasterFacts, file: FileFacts) -> dict[str, Any]:
-    return {
-        "raster:sampling": "area",
-        "raster:spatial_resolution": r.resolution,
-        "proj:code": r.code,
-        "proj:shape": list(r.shape),
-        "proj:transform": list(r.transform),
-        "file:size": file.size,
-        "file:checksum": file.checksum,
-    }
-
-
 def year_asset(product: TimelineProduct, facts: TimelineFacts) -> pystac.Asset:
     file, r = facts.year
     job = product.job
@@ -181,16 +170,14 @@ def year_asset(product: TimelineProduct, facts: TimelineFacts) -> pystac.Asset:
             "data_type": r.data_type,
             "nodata": YEAR_NODATA,
             "classification:classes": year_classes(product),
-            **_raster_fields(r, file),
+            **raster_fields(r, file),
         },
     )
 
 
 def magnitude_asset(product: TimelineProduct, facts: TimelineFacts) -> pystac.Asset:
     file, r = facts.magnitude
-    s = product.stats
     lo, hi = METHODS[product.job.method].value_range
-    buckets = regroup(s.histogram.buckets)
     return pystac.Asset(
         href="./" + product.magnitude_path.name,
         title=f"Largest change ({product.job.method})",
@@ -204,21 +191,8 @@ def magnitude_asset(product: TimelineProduct, facts: TimelineFacts) -> pystac.As
             "data_type": r.data_type,
             "nodata": NODATA,
             "unit": MAGNITUDE_UNIT,
-            "statistics": {
-                "minimum": finite(s.minimum, "minimum", product),
-                "maximum": finite(s.maximum, "maximum", product),
-                "mean": finite(s.mean, "mean", product),
-                "stddev": finite(s.stddev, "stddev", product),
-                "count": int(s.count),
-                "valid_percent": finite(s.valid_percent, "valid_percent", product),
-            },
-            "raster:histogram": {
-                "count": len(buckets),
-                "min": float(s.histogram.minimum),
-                "max": float(s.histogram.maximum),
-                "buckets": buckets,
-            },
-            **_raster_fields(r, file),
+            **statistics_fields(product.stats, product),  # type: ignore[arg-type]
+            **raster_fields(r, file),
         },
     )
 
@@ -231,7 +205,6 @@ def build_timeline_item(product: TimelineProduct, facts: TimelineFacts, collecti
     start, end = span(job.from_year, job.to_year)
     outline = footprint(job.region.geometry)
     created = datetime_to_str(product.created.astimezone(UTC))
-    s = product.stats
     properties: dict[str, Any] = {
         "title": (
             f"{job.region.title}{tile_title(job.tile)}: year of largest change "
@@ -249,18 +222,7 @@ def build_timeline_item(product: TimelineProduct, facts: TimelineFacts, collecti
         "change:years": list(job.years),
         "change:method": job.method,
         "change:dataset": product.source.dataset,
-        "change:percentiles": {k: finite(v, k, product) for k, v in s.percentiles.items()},
-        "change:changed_area": [
-            {
-                "threshold": float(a.threshold),
-                "area_km2": finite(a.area_km2, "changed area", product),
-                "fraction": finite(a.fraction, "changed fraction", product),
-            }
-            for a in s.changed_area
-        ],
-        "change:fingerprint": product.fingerprint,
-        **({"change:dataset_version": product.source.version} if product.source.version else {}),
-        **({"change:requests": product.requests} if product.requests is not None else {}),
+        **figure_properties(product),  # type: ignore[arg-type]
         "processing:software": {SOFTWARE: product.software_version},
         "processing:lineage": (
             f"The {job.method} change ({product.expression}) of each consecutive pair of the years "
