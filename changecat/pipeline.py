@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 import shapely
@@ -51,6 +51,9 @@ from generator.raster import CogWriter
 from generator.sources import open_source
 from generator.sources.base import Block, Source, SourceInfo
 from generator.stats import StatsAccumulator
+
+if TYPE_CHECKING:
+    from changecat.timeline_run import TimelinePlan  # it imports this module
 
 COG_NAME = "change.tif"
 THUMBNAIL_NAME = "thumbnail.png"
@@ -298,15 +301,8 @@ def _run_one(
     previews: embedding_context.PreviewCache | None = None,
 ) -> JobOutcome:
     job = plan.job
-    if plan.reason is None:
-        return JobOutcome(job, "skipped")
-    if plan.reason not in ("new", "forced"):
-        _note_of(reporter)(f"remaking {job.item_id}: {plan.reason}")
-    staging: Path | None = None
-    try:
-        coll_dir = store.root / plan.collection
-        coll_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{job.item_id}-", dir=coll_dir))
+
+    def make(staging: Path) -> Product:
         product = make_product(job, source, staging, plan.fingerprint, reporter, context, previews)
         hold("staged")
         product = store.commit(product, staging)
@@ -315,15 +311,46 @@ def _run_one(
             context.update(
                 {(job.area_id, int(k[len(CONTEXT_PREFIX) :])): p for k, p in product.context.items()}
             )
-    except (ChangecatError, OSError) as exc:  # OSError: disk full, permissions... fail this job only
-        if context is not None and staging is not None:
+        return product
+
+    def forget(staging: Path) -> None:
+        """Context composites of a failed job were never committed: later jobs must not copy them."""
+        if context is not None:
             for key in [k for k, p in context.items() if p.parent == staging]:
                 del context[key]
-        return JobOutcome(job, "failed", error=str(exc))
+
+    return run_staged(plan, store, reporter, make, forget)
+
+
+def run_staged(
+    plan: _Plan | TimelinePlan,
+    store: CatalogStore,
+    reporter: Reporter,
+    make: Callable[[Path], Product | None],
+    on_failure: Callable[[Path], None] | None = None,
+) -> JobOutcome:
+    """Run one planned job unless it is up to date: ``make`` computes and commits it from a staging folder
+    in its collection, which is removed afterwards whatever happens. A failure is reported in the outcome,
+    not raised (after ``on_failure`` of the staging folder), so the run goes on with the other jobs."""
+    job = plan.job
+    if plan.reason is None:
+        return JobOutcome(job, "skipped")  # type: ignore[arg-type]
+    if plan.reason not in ("new", "forced"):
+        _note_of(reporter)(f"remaking {job.item_id}: {plan.reason}")
+    staging: Path | None = None
+    try:
+        coll_dir = store.root / plan.collection
+        coll_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{job.item_id}-", dir=coll_dir))
+        product = make(staging)
+    except (ChangecatError, OSError) as exc:  # OSError: disk full, permissions... fail this job only
+        if on_failure is not None and staging is not None:
+            on_failure(staging)
+        return JobOutcome(job, "failed", error=str(exc))  # type: ignore[arg-type]
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
-    return JobOutcome(job, "done", product=product)
+    return JobOutcome(job, "done", product=product)  # type: ignore[arg-type]
 
 
 def _source_identity(source: Source) -> str:

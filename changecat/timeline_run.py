@@ -28,13 +28,13 @@ from changecat.pipeline import (
     Reporter,
     SilentReporter,
     _inside,
-    _note_of,
     mask_outside,
     product_info,
+    run_staged,
     stale_reason,
 )
 from generator.config import Config
-from generator.errors import ChangecatError, ConfigError, NoDataError
+from generator.errors import ConfigError, NoDataError
 from generator.grid import Grid, to_crs
 from generator.hotspots import DEFAULT_THRESHOLDS
 from generator.methods import EMBEDDING_METHODS, METHODS
@@ -115,25 +115,13 @@ def plan_timelines(
 
 def run_timeline(plan: TimelinePlan, source: Source, store: CatalogStore, reporter: Reporter) -> JobOutcome:
     """Make and commit one timeline product unless it is up to date; failures are reported, not raised."""
-    job = plan.job
-    if plan.reason is None:
-        return JobOutcome(job, "skipped")  # type: ignore[arg-type]
-    if plan.reason not in ("new", "forced"):
-        _note_of(reporter)(f"remaking {job.item_id}: {plan.reason}")
-    staging: Path | None = None
-    try:
-        coll_dir = store.root / plan.collection
-        coll_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{job.item_id}-", dir=coll_dir))
-        product = make_timeline(job, source, staging, plan.fingerprint, reporter)
+
+    def make(staging: Path) -> None:
+        product = make_timeline(plan.job, source, staging, plan.fingerprint, reporter)
         hold("staged")
-        product = commit_timeline(store, product, staging)
-    except (ChangecatError, OSError) as exc:  # OSError: disk full, permissions... fail this job only
-        return JobOutcome(job, "failed", error=str(exc))  # type: ignore[arg-type]
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-    return JobOutcome(job, "done")  # type: ignore[arg-type]
+        commit_timeline(store, product, staging)
+
+    return run_staged(plan, store, reporter, make)
 
 
 def make_timeline(
